@@ -1,0 +1,173 @@
+//! Ring maintenance as Zave corrected it (../shared/CHORD.md): join through a bootstrap peer,
+//! stabilize (and its second step), notify/rectify, fix fingers, check predecessor.
+//! Every new successor or predecessor has answered us (or spoken to us) before it is adopted.
+
+use super::{Node, Pending, Periodic, Purpose, RpcKind};
+use crate::id::{in_half_open, in_open};
+use crate::wire::p2p::{Peer, PeerMsg};
+use std::net::SocketAddr;
+
+impl Node {
+    /// Join: look up our own id through a bootstrap peer; the responsible node answers with itself
+    /// and its successors, which become our successor list (Zave's join, in one recursive lookup).
+    pub(super) fn join(&mut self) {
+        if self.joined {
+            return;
+        }
+        let via = self.cfg.bootstrap[self.bootstrap_next % self.cfg.bootstrap.len()];
+        self.bootstrap_next += 1;
+        log::debug!("[{}] joining through {}", self.short(), via);
+        let me = self.ring.me;
+        let msg = PeerMsg::PeerFind { target: me.id, hops: 0, reply_to: me.addr };
+        let what = Pending::Lookup { target: me.id, purpose: Purpose::Join };
+        self.request(via, msg, what, self.cfg.request_timeout_ms);
+    }
+
+    pub(super) fn joined_via(&mut self, nodes: Vec<Peer>) {
+        if self.joined {
+            return;
+        }
+        self.ring.set_succs(nodes);
+        if self.ring.succs().is_empty() {
+            self.schedule(Periodic::Join);
+            return;
+        }
+        self.joined = true;
+        log::info!("[{}] joined the ring; successor {}", self.short(), self.ring.successor().addr);
+        self.stabilize();
+    }
+
+    /// Zave's stabilize: ask the first successor for its predecessor and successor list.
+    pub(super) fn stabilize(&mut self) {
+        if !self.joined {
+            return;
+        }
+        if self.ring.succs().is_empty() {
+            // Alone: a node that notified us is our successor too, once it answers.
+            if let Some(p) = self.ring.pred {
+                self.request(p.addr, PeerMsg::PredecessorGet, rpc(p, RpcKind::Adopt { candidate: p }), self.cfg.request_timeout_ms);
+            }
+            return;
+        }
+        let s = self.ring.successor();
+        self.request(s.addr, PeerMsg::PredecessorGet, rpc(s, RpcKind::Stabilize), self.cfg.request_timeout_ms);
+    }
+
+    /// Answers to the maintenance requests.
+    pub(super) fn maintenance_reply(&mut self, from: SocketAddr, kind: RpcKind, msg: PeerMsg) {
+        let PeerMsg::PredecessorReply { pred, succs } = msg else {
+            if !matches!((&kind, &msg), (RpcKind::CheckPredecessor, PeerMsg::Pong)) {
+                self.unexpected(from, msg, Pending::Rpc { peer: from, kind });
+            }
+            return;
+        };
+        match kind {
+            RpcKind::Stabilize => {
+                let s = self.ring.successor();
+                if s.addr != from {
+                    return; // the list changed meanwhile; the next round asks the new successor
+                }
+                self.ring.set_succs(std::iter::once(s).chain(succs));
+                match pred {
+                    Some(p) if in_open(&p.id, &self.ring.me.id, &s.id) => {
+                        let what = rpc(p, RpcKind::StabilizeCandidate { candidate: p });
+                        self.request(p.addr, PeerMsg::PredecessorGet, what, self.cfg.request_timeout_ms);
+                    }
+                    _ => self.notify_successor(),
+                }
+            }
+            RpcKind::StabilizeCandidate { candidate } | RpcKind::Adopt { candidate } => {
+                // Only now that it answered does the candidate become our successor.
+                let rest: Vec<Peer> = self.ring.succs().to_vec();
+                self.ring.set_succs(std::iter::once(candidate).chain(succs).chain(rest));
+                self.notify_successor();
+            }
+            other => self.unexpected(from, PeerMsg::PredecessorReply { pred, succs }, Pending::Rpc { peer: from, kind: other }),
+        }
+    }
+
+    /// Chord's notify, our PREDECESSOR SET: "I may be your predecessor".
+    pub(super) fn notify_successor(&mut self) {
+        if let Some(s) = self.ring.succs().first().copied() {
+            self.send(s.addr, 0, PeerMsg::PredecessorSet { node: self.ring.me });
+        }
+    }
+
+    /// Rectify: adopt the notifier when we have no predecessor or it lies between the old one and us.
+    /// It just spoke to us, so it is alive. The values it is now responsible for are handed to it.
+    pub(super) fn on_notify(&mut self, node: Peer) {
+        let me = self.ring.me.id;
+        if node.id == me {
+            return;
+        }
+        let closer = match self.ring.pred {
+            None => true,
+            Some(p) => p.id != node.id && in_open(&node.id, &p.id, &me),
+        };
+        if !closer {
+            return;
+        }
+        let from = self.ring.pred.map_or(me, |p| p.id);
+        log::info!("[{}] predecessor is now {} ({})", self.short(), node.id.short(), node.addr);
+        self.ring.pred = Some(node);
+        self.hand_off(from, node);
+    }
+
+    /// Ping the predecessor; if it does not answer in time it is forgotten (request_failed).
+    pub(super) fn check_predecessor(&mut self) {
+        if let Some(p) = self.ring.pred {
+            self.request(p.addr, PeerMsg::Ping, rpc(p, RpcKind::CheckPredecessor), self.cfg.request_timeout_ms);
+        }
+    }
+
+    /// Refresh the next finger that is not simply our successor: one lookup per round.
+    pub(super) fn fix_fingers(&mut self) {
+        if !self.joined || self.ring.succs().is_empty() {
+            return;
+        }
+        let succ = self.ring.successor();
+        let me = self.ring.me.id;
+        let mut i = self.finger_next % super::ring::FINGERS;
+        // Fingers whose start lies before our successor all point at it: no lookup needed.
+        while i < super::ring::FINGERS && in_half_open(&me.add_pow2(i), &me, &succ.id) {
+            self.ring.set_finger(i, succ);
+            i += 1;
+        }
+        if i == super::ring::FINGERS {
+            self.finger_next = 0;
+            return;
+        }
+        self.finger_next = i;
+        self.start_lookup(me.add_pow2(i), Purpose::Finger(i), 0);
+    }
+
+    /// A finger lookup answered: `owner` follows `me + 2^i`, and every later finger whose start lies
+    /// before `owner` points at it too.
+    pub(super) fn finger_found(&mut self, i: usize, owner: Peer) {
+        let me = self.ring.me.id;
+        let start = me.add_pow2(i);
+        let mut j = i;
+        while j < super::ring::FINGERS && in_half_open(&me.add_pow2(j), &me, &owner.id) && (j == i || in_half_open(&me.add_pow2(j), &start, &owner.id)) {
+            self.ring.set_finger(j, owner);
+            j += 1;
+        }
+        self.finger_next = if j >= super::ring::FINGERS { 0 } else { j.max(i + 1) };
+    }
+
+    /// After peers were dropped: fall back on any live node we still know so the ring stays whole.
+    pub(super) fn repair_successors(&mut self) {
+        if self.joined && self.ring.succs().is_empty() {
+            let me = self.ring.me.id;
+            let mut known = self.ring.known_peers();
+            known.sort_by_key(|p| me.distance_to(&p.id));
+            if !known.is_empty() {
+                self.ring.set_succs(known);
+                self.stabilize();
+            }
+        }
+    }
+}
+
+fn rpc(p: Peer, kind: RpcKind) -> Pending {
+    Pending::Rpc { peer: p.addr, kind }
+}

@@ -1,0 +1,187 @@
+//! The routing state of one node: predecessor, successor list and finger table, with the pure
+//! decisions made from them (who is responsible, where to forward). No messages, no time.
+
+use crate::id::{Id, in_half_open, in_open};
+use crate::wire::p2p::Peer;
+
+pub const FINGERS: usize = 256;
+
+#[derive(Clone, Debug)]
+pub struct Ring {
+    pub me: Peer,
+    pub pred: Option<Peer>,
+    /// Successors in ring order from `me`, distinct, never `me`; empty means "alone".
+    succs: Vec<Peer>,
+    succs_max: usize,
+    /// finger[i] = the first live node known to follow `me + 2^i` (an acceleration only).
+    fingers: Vec<Option<Peer>>,
+}
+
+impl Ring {
+    pub fn new(me: Peer, succs_max: usize) -> Ring {
+        Ring { me, pred: None, succs: Vec::new(), succs_max, fingers: vec![None; FINGERS] }
+    }
+
+    pub fn succs(&self) -> &[Peer] {
+        &self.succs
+    }
+
+    /// The first successor, or `me` when alone.
+    pub fn successor(&self) -> Peer {
+        self.succs.first().copied().unwrap_or(self.me)
+    }
+
+    /// Replaces the successor list with `list` as given in ring order (Zave: `s :: succs(s)`), keeping
+    /// only entries that lie strictly further round the ring than the one before: an entry that wraps
+    /// back past `me` (a stale list in a small ring) is never adopted unverified. Cut to r. Finger 0
+    /// follows the first successor.
+    pub fn set_succs(&mut self, list: impl IntoIterator<Item = Peer>) {
+        let me = self.me.id;
+        let mut v: Vec<Peer> = Vec::with_capacity(self.succs_max);
+        for p in list {
+            if v.len() == self.succs_max {
+                break;
+            }
+            let further = v.last().is_none_or(|last| me.distance_to(&last.id) < me.distance_to(&p.id));
+            if p.id != me && further {
+                v.push(p);
+            }
+        }
+        self.succs = v;
+        self.fingers[0] = self.succs.first().copied();
+    }
+
+    /// Forgets a peer everywhere (it is dead or gone). Returns whether it was known.
+    pub fn remove(&mut self, addr: std::net::SocketAddr) -> bool {
+        let before = self.succs.len();
+        self.succs.retain(|p| p.addr != addr);
+        let mut known = before != self.succs.len();
+        if self.pred.is_some_and(|p| p.addr == addr) {
+            self.pred = None;
+            known = true;
+        }
+        for f in self.fingers.iter_mut() {
+            if f.is_some_and(|p| p.addr == addr) {
+                *f = None;
+                known = true;
+            }
+        }
+        self.fingers[0] = self.succs.first().copied();
+        known
+    }
+
+    /// Is this node responsible for `key`, i.e. `key ∈ (pred, me]`? Alone, it owns everything.
+    /// Without a predecessor it trusts the asker (the key's predecessor sent it here).
+    pub fn owns(&self, key: &Id) -> bool {
+        match self.pred {
+            _ if self.succs.is_empty() => true,
+            Some(p) => in_half_open(key, &p.id, &self.me.id),
+            None => true,
+        }
+    }
+
+    /// Is `key ∈ (me, successor]`, so the successor is responsible?
+    pub fn successor_owns(&self, key: &Id) -> bool {
+        !self.succs.is_empty() && in_half_open(key, &self.me.id, &self.successor().id)
+    }
+
+    /// The known node that most closely precedes `key` (Chord's closest_preceding_node over fingers and
+    /// successor list), skipping the first `skip` candidates so that retries take another route.
+    pub fn closest_preceding(&self, key: &Id, skip: usize) -> Option<Peer> {
+        let mut cands: Vec<Peer> = self
+            .fingers
+            .iter()
+            .flatten()
+            .chain(self.succs.iter())
+            .filter(|p| in_open(&p.id, &self.me.id, key))
+            .copied()
+            .collect();
+        // Closest to the key first: largest distance from me.
+        cands.sort_by(|a, b| self.me.id.distance_to(&b.id).cmp(&self.me.id.distance_to(&a.id)));
+        cands.dedup_by_key(|p| p.id);
+        cands.get(skip.min(cands.len().saturating_sub(1))).copied()
+    }
+
+    pub fn finger(&self, i: usize) -> Option<Peer> {
+        self.fingers[i]
+    }
+
+    pub fn set_finger(&mut self, i: usize, p: Peer) {
+        if p.id != self.me.id {
+            self.fingers[i] = Some(p);
+        }
+    }
+
+    /// Every distinct node this table knows, for the invariant checks and the operator view.
+    pub fn known_peers(&self) -> Vec<Peer> {
+        let mut v: Vec<Peer> = self.fingers.iter().flatten().chain(self.succs.iter()).chain(self.pred.iter()).copied().collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Structural invariants (STYLE.md "assertions are the executable spec").
+    pub fn check_invariants(&self) {
+        assert!(self.succs.len() <= self.succs_max, "successor list longer than r");
+        assert!(self.succs.iter().all(|p| p.id != self.me.id), "me in my successor list");
+        for w in self.succs.windows(2) {
+            assert!(
+                self.me.id.distance_to(&w[0].id) < self.me.id.distance_to(&w[1].id),
+                "successor list not ordered by ring distance"
+            );
+        }
+        assert_eq!(self.fingers[0], self.succs.first().copied(), "finger[0] is not the successor");
+        assert!(self.pred.is_none_or(|p| p.id != self.me.id), "me as my own predecessor");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn peer(b: u8) -> Peer {
+        let mut id = [0u8; 32];
+        id[0] = b;
+        Peer { id: Id(id), addr: SocketAddr::from(([127, 0, 0, 1], b as u16 + 1000)) }
+    }
+
+    #[test]
+    fn successor_list_is_cleaned_sorted_and_cut() {
+        let mut r = Ring::new(peer(100), 3);
+        r.set_succs([peer(120), peer(100), peer(150), peer(130), peer(150), peer(5), peer(20), peer(50)]);
+        let ids: Vec<u8> = r.succs().iter().map(|p| p.id.0[0]).collect();
+        assert_eq!(ids, vec![120, 150, 5]);
+        // An entry that wraps back before an earlier one is not adopted.
+        r.set_succs([peer(150), peer(120)]);
+        assert_eq!(r.succs(), &[peer(150)]);
+        assert_eq!(r.finger(0), Some(peer(150)));
+        r.check_invariants();
+    }
+
+    #[test]
+    fn ownership_follows_pred_and_alone_owns_all() {
+        let mut r = Ring::new(peer(100), 3);
+        let k = |b: u8| peer(b).id;
+        assert!(r.owns(&k(7)));
+        r.set_succs([peer(200)]);
+        r.pred = Some(peer(50));
+        assert!(r.owns(&k(100)) && r.owns(&k(51)) && !r.owns(&k(50)) && !r.owns(&k(150)));
+        assert!(r.successor_owns(&k(150)) && r.successor_owns(&k(200)) && !r.successor_owns(&k(201)));
+    }
+
+    #[test]
+    fn closest_preceding_uses_fingers_and_successors_and_skips_for_retries() {
+        let mut r = Ring::new(peer(0), 4);
+        r.set_succs([peer(10), peer(20)]);
+        r.set_finger(6, peer(64));
+        r.set_finger(7, peer(130));
+        let key = peer(140).id;
+        assert_eq!(r.closest_preceding(&key, 0), Some(peer(130)));
+        assert_eq!(r.closest_preceding(&key, 1), Some(peer(64)));
+        assert_eq!(r.closest_preceding(&key, 9), Some(peer(10)));
+        assert_eq!(r.closest_preceding(&peer(5).id, 0), None);
+        assert!(r.remove(peer(130).addr));
+        assert_eq!(r.closest_preceding(&key, 0), Some(peer(64)));
+    }
+}

@@ -1,0 +1,312 @@
+//! `node.toml` → a validated [`Config`]. Root keys are VoidPhone-global (`hostkey`), the `[dht]` table
+//! is ours, every other table belongs to another module and is ignored. Every tuning key is optional;
+//! its default is in [`Config::default`] and documented in node.toml and README.md.
+
+use crate::id::Id;
+use log::LevelFilter;
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// The core's settings (the sans-IO `Node`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeConfig {
+    /// Pinned ring id; by default the SHA-256 of the advertised P2P address.
+    pub node_id: Option<Id>,
+    pub bootstrap: Vec<SocketAddr>,
+    /// Successor list length r.
+    pub successors: usize,
+    pub replication_min: u8,
+    pub replication_max: u8,
+    pub ttl_max_s: u16,
+    pub storage_bytes_max: usize,
+    pub stabilize_interval_ms: u64,
+    pub fix_fingers_interval_ms: u64,
+    pub check_predecessor_interval_ms: u64,
+    /// How long one P2P request may wait for its answer before the peer counts as unreachable.
+    pub request_timeout_ms: u64,
+    /// How long a client's GET may take in all (lookups and retries) before DHT FAILURE.
+    pub lookup_timeout_ms: u64,
+    /// Outstanding requests (lookups, P2P RPCs, client GETs) the node keeps at once.
+    pub pending_requests_max: usize,
+}
+
+/// The reactor's settings: sockets, buffers and connection limits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReactorConfig {
+    pub api_address: SocketAddr,
+    pub p2p_address: SocketAddr,
+    pub connections_max: usize,
+    /// Bytes waiting to be sent on one connection before the node stops reading from it.
+    pub connection_buffer_bytes_max: usize,
+    pub p2p_frame_bytes_max: usize,
+    pub api_idle_timeout_s: u64,
+    pub peer_idle_timeout_s: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub reactor: ReactorConfig,
+    pub log_level: LevelFilter,
+}
+
+/// The smallest P2P frame limit that still carries the largest API value with its fields.
+pub const P2P_FRAME_BYTES_MIN: usize = 65_600;
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            node: NodeConfig {
+                node_id: None,
+                bootstrap: Vec::new(),
+                successors: 8,
+                replication_min: 3,
+                replication_max: 8,
+                ttl_max_s: 43_200,
+                storage_bytes_max: 64 << 20,
+                stabilize_interval_ms: 1000,
+                fix_fingers_interval_ms: 500,
+                check_predecessor_interval_ms: 2000,
+                request_timeout_ms: 1000,
+                lookup_timeout_ms: 5000,
+                pending_requests_max: 10_000,
+            },
+            reactor: ReactorConfig {
+                api_address: SocketAddr::from(([127, 0, 0, 1], 7401)),
+                p2p_address: SocketAddr::from(([127, 0, 0, 1], 7402)),
+                connections_max: 1024,
+                connection_buffer_bytes_max: 256 << 10,
+                p2p_frame_bytes_max: 70_000,
+                api_idle_timeout_s: 600,
+                peer_idle_timeout_s: 120,
+            },
+            log_level: LevelFilter::Info,
+        }
+    }
+}
+
+/// A configuration problem: which file, which key, what was expected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.problem)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+const DHT_KEYS: &[&str] = &[
+    "api_address",
+    "p2p_address",
+    "bootstrap",
+    "node_id",
+    "log_level",
+    "successors",
+    "replication_min",
+    "replication_max",
+    "ttl_max_s",
+    "storage_bytes_max",
+    "stabilize_interval_ms",
+    "fix_fingers_interval_ms",
+    "check_predecessor_interval_ms",
+    "request_timeout_ms",
+    "lookup_timeout_ms",
+    "pending_requests_max",
+    "connections_max",
+    "connection_buffer_bytes_max",
+    "p2p_frame_bytes_max",
+    "api_idle_timeout_s",
+    "peer_idle_timeout_s",
+];
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: String::new(),
+            problem: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, &file)
+    }
+
+    /// Parses and validates TOML text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let err = |key: &str, problem: String| ConfigError { file: file.into(), key: key.into(), problem };
+        let root: toml::Table = text.parse().map_err(|e: toml::de::Error| err("", e.to_string()))?;
+        if let Some(h) = root.get("hostkey") {
+            if !h.is_str() {
+                return Err(err("hostkey", "expected a path (string)".into()));
+            }
+        }
+        let empty = toml::Table::new();
+        let dht = match root.get("dht") {
+            None => &empty,
+            Some(toml::Value::Table(t)) => t,
+            Some(_) => return Err(err("dht", "expected a table [dht]".into())),
+        };
+        let mut keys: Vec<&String> = dht.keys().collect();
+        keys.sort();
+        if let Some(k) = keys.into_iter().find(|k| !DHT_KEYS.contains(&k.as_str())) {
+            return Err(err(&format!("[dht] {k}"), format!("unknown key (known: {})", DHT_KEYS.join(", "))));
+        }
+        let s = Section { dht, file };
+        let mut c = Config::default();
+        let (n, r) = (&mut c.node, &mut c.reactor);
+        r.api_address = s.addr("api_address", r.api_address)?;
+        r.p2p_address = s.addr("p2p_address", r.p2p_address)?;
+        n.bootstrap = s.addrs("bootstrap")?;
+        n.node_id = s.node_id()?;
+        c.log_level = s.log_level(c.log_level)?;
+        n.successors = s.int("successors", n.successors, 1, 32)?;
+        n.replication_min = s.int("replication_min", n.replication_min, 1, 32)?;
+        n.replication_max = s.int("replication_max", n.replication_max, n.replication_min, 32)?;
+        n.ttl_max_s = s.int("ttl_max_s", n.ttl_max_s, 1, u16::MAX)?;
+        n.storage_bytes_max = s.int("storage_bytes_max", n.storage_bytes_max, 1 << 16, 1 << 40)?;
+        n.stabilize_interval_ms = s.int("stabilize_interval_ms", n.stabilize_interval_ms, 10, 3_600_000)?;
+        n.fix_fingers_interval_ms = s.int("fix_fingers_interval_ms", n.fix_fingers_interval_ms, 10, 3_600_000)?;
+        n.check_predecessor_interval_ms =
+            s.int("check_predecessor_interval_ms", n.check_predecessor_interval_ms, 10, 3_600_000)?;
+        n.request_timeout_ms = s.int("request_timeout_ms", n.request_timeout_ms, 10, 600_000)?;
+        n.lookup_timeout_ms = s.int("lookup_timeout_ms", n.lookup_timeout_ms, n.request_timeout_ms, 600_000)?;
+        n.pending_requests_max = s.int("pending_requests_max", n.pending_requests_max, 16, 10_000_000)?;
+        r.connections_max = s.int("connections_max", r.connections_max, 4, 1_000_000)?;
+        r.connection_buffer_bytes_max =
+            s.int("connection_buffer_bytes_max", r.connection_buffer_bytes_max, 1 << 16, 1 << 30)?;
+        r.p2p_frame_bytes_max = s.int("p2p_frame_bytes_max", r.p2p_frame_bytes_max, P2P_FRAME_BYTES_MIN, 1 << 24)?;
+        r.api_idle_timeout_s = s.int("api_idle_timeout_s", r.api_idle_timeout_s, 1, 86_400 * 7)?;
+        r.peer_idle_timeout_s = s.int("peer_idle_timeout_s", r.peer_idle_timeout_s, 1, 86_400)?;
+        Ok(c)
+    }
+}
+
+/// Typed access to the `[dht]` table with errors that name the key and the expectation.
+struct Section<'a> {
+    dht: &'a toml::Table,
+    file: &'a str,
+}
+
+impl Section<'_> {
+    fn err(&self, key: &str, problem: String) -> ConfigError {
+        ConfigError { file: self.file.into(), key: format!("[dht] {key}"), problem }
+    }
+
+    fn typed<T: DeserializeOwned>(&self, key: &str, expected: &str) -> Result<Option<T>, ConfigError> {
+        match self.dht.get(key) {
+            None => Ok(None),
+            Some(v) => T::deserialize(v.clone())
+                .map(Some)
+                .map_err(|_| self.err(key, format!("expected {expected}, got {v}"))),
+        }
+    }
+
+    fn int<T>(&self, key: &str, default: T, min: T, max: T) -> Result<T, ConfigError>
+    where
+        T: DeserializeOwned + PartialOrd + Copy + fmt::Display,
+    {
+        let expected = format!("an integer from {min} to {max}");
+        match self.typed::<T>(key, &expected)? {
+            None => Ok(default),
+            Some(v) if v >= min && v <= max => Ok(v),
+            Some(v) => Err(self.err(key, format!("expected {expected}, got {v}"))),
+        }
+    }
+
+    fn parse_addr(&self, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+        text.parse().map_err(|_| self.err(key, format!("expected IPv4:port or [IPv6]:port, got {text:?}")))
+    }
+
+    fn addr(&self, key: &str, default: SocketAddr) -> Result<SocketAddr, ConfigError> {
+        match self.typed::<String>(key, "an address string like \"127.0.0.1:7401\"")? {
+            None => Ok(default),
+            Some(text) => self.parse_addr(key, &text),
+        }
+    }
+
+    fn addrs(&self, key: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+        let list = self.typed::<Vec<String>>(key, "a list of address strings")?.unwrap_or_default();
+        list.iter().map(|a| self.parse_addr(key, a)).collect()
+    }
+
+    fn node_id(&self) -> Result<Option<Id>, ConfigError> {
+        let Some(text) = self.typed::<String>("node_id", "64 hex digits")? else { return Ok(None) };
+        Id::from_hex(&text).map(Some).ok_or_else(|| self.err("node_id", format!("expected 64 hex digits, got {text:?}")))
+    }
+
+    fn log_level(&self, default: LevelFilter) -> Result<LevelFilter, ConfigError> {
+        let expected = "one of off, error, warn, info, debug, trace";
+        match self.typed::<String>("log_level", expected)? {
+            None => Ok(default),
+            Some(text) => text.parse().map_err(|_| self.err("log_level", format!("expected {expected}, got {text:?}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "n.toml")
+    }
+
+    #[test]
+    fn empty_file_gives_defaults_and_other_tables_are_ignored() {
+        assert_eq!(parse("").unwrap(), Config::default());
+        let c = parse("hostkey = \"k.pem\"\n[gossip]\nfoo = 1\n[dht]\nsuccessors = 4\n").unwrap();
+        assert_eq!(c.node.successors, 4);
+    }
+
+    #[test]
+    fn shipped_node_toml_is_valid() {
+        let c = Config::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/node.toml"))).unwrap();
+        assert_eq!(c.reactor.api_address, "127.0.0.1:7401".parse().unwrap());
+        assert_eq!(c.reactor.p2p_address, "127.0.0.1:7402".parse().unwrap());
+    }
+
+    #[test]
+    fn addresses_and_lists_parse() {
+        let c = parse("[dht]\napi_address = \"[::1]:9\"\nbootstrap = [\"127.0.0.1:1\", \"127.0.0.2:2\"]\n").unwrap();
+        assert_eq!(c.reactor.api_address, "[::1]:9".parse().unwrap());
+        assert_eq!(c.node.bootstrap.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_expectation() {
+        let cases = [
+            ("[dht]\nsuccesors = 3", "[dht] succesors", "unknown key"),
+            ("[dht]\nsuccessors = \"8\"", "[dht] successors", "expected an integer from 1 to 32"),
+            ("[dht]\nsuccessors = 0", "[dht] successors", "got 0"),
+            ("[dht]\napi_address = \"localhost\"", "[dht] api_address", "expected IPv4:port"),
+            ("[dht]\napi_address = 7401", "[dht] api_address", "expected an address string"),
+            ("[dht]\nbootstrap = \"1.2.3.4:5\"", "[dht] bootstrap", "expected a list"),
+            ("[dht]\nbootstrap = [\"1.2.3.4\"]", "[dht] bootstrap", "expected IPv4:port"),
+            ("[dht]\nnode_id = \"abc\"", "[dht] node_id", "64 hex digits"),
+            ("[dht]\nlog_level = \"loud\"", "[dht] log_level", "one of off"),
+            ("[dht]\nreplication_min = 5\nreplication_max = 4", "[dht] replication_max", "from 5 to 32"),
+            ("[dht]\np2p_frame_bytes_max = 1000", "[dht] p2p_frame_bytes_max", "from 65600"),
+            ("dht = 3", "dht", "expected a table"),
+            ("hostkey = 3", "hostkey", "expected a path"),
+        ];
+        for (text, key, problem) in cases {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.key, key, "{text}");
+            assert!(e.problem.contains(problem), "{text}: {e}");
+            assert!(e.to_string().starts_with("n.toml: "));
+        }
+        let syntax = parse("[dht\n").unwrap_err();
+        assert!(syntax.to_string().contains("line 1"), "{syntax}");
+    }
+}

@@ -1,0 +1,176 @@
+//! 256-bit identifiers on the Chord ring (SHA-256 space) and the ring arithmetic on them.
+//! Keys and node ids share the space: a key belongs to the first node whose id follows it.
+
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::net::SocketAddr;
+
+/// A point on the ring: 32 bytes read as a big-endian 256-bit number.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Id(pub [u8; 32]);
+
+/// Keys are ring points too.
+pub type Key = Id;
+
+impl Id {
+    /// The SHA-256 of `bytes`.
+    pub fn hash(bytes: &[u8]) -> Id {
+        Id(Sha256::digest(bytes).into())
+    }
+
+    /// A node's default id: the SHA-256 of its advertised P2P address as text ("127.0.0.1:7402").
+    pub fn of_addr(addr: SocketAddr) -> Id {
+        Id::hash(addr.to_string().as_bytes())
+    }
+
+    /// Parses 64 hex digits.
+    pub fn from_hex(s: &str) -> Option<Id> {
+        if s.len() != 64 || !s.is_ascii() {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Id(out))
+    }
+
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The first 8 hex digits, for logs.
+    pub fn short(&self) -> String {
+        self.to_hex()[..8].to_string()
+    }
+
+    /// `self + 2^k` modulo 2^256 (k < 256): the start of finger k.
+    pub fn add_pow2(&self, k: usize) -> Id {
+        assert!(k < 256);
+        let mut out = self.0;
+        let mut idx = 31 - k / 8;
+        let mut carry = 1u16 << (k % 8);
+        loop {
+            let sum = out[idx] as u16 + carry;
+            out[idx] = sum as u8;
+            carry = sum >> 8;
+            if carry == 0 || idx == 0 {
+                break;
+            }
+            idx -= 1;
+        }
+        Id(out)
+    }
+
+    /// The clockwise distance from `self` to `other`, `(other - self) mod 2^256`.
+    pub fn distance_to(&self, other: &Id) -> Id {
+        let mut out = [0u8; 32];
+        let mut borrow = 0i16;
+        for i in (0..32).rev() {
+            let mut d = other.0[i] as i16 - self.0[i] as i16 - borrow;
+            borrow = 0;
+            if d < 0 {
+                d += 256;
+                borrow = 1;
+            }
+            out[i] = d as u8;
+        }
+        Id(out)
+    }
+}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.short())
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.to_hex())
+    }
+}
+
+/// `x ∈ (a, b)` going clockwise from `a`. When `a == b` the interval is the whole ring but `a`.
+pub fn in_open<T: Ord>(x: &T, a: &T, b: &T) -> bool {
+    match a.cmp(b) {
+        std::cmp::Ordering::Less => a < x && x < b,
+        std::cmp::Ordering::Greater => a < x || x < b,
+        std::cmp::Ordering::Equal => x != a,
+    }
+}
+
+/// `x ∈ (a, b]` going clockwise from `a`. When `a == b` the interval is the whole ring.
+pub fn in_half_open<T: Ord>(x: &T, a: &T, b: &T) -> bool {
+    a == b || x == b || in_open(x, a, b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reference: walk clockwise from a (mod 256) and see whether x is met before b.
+    fn walk_open(x: u8, a: u8, b: u8) -> bool {
+        let mut p = a.wrapping_add(1);
+        while p != b {
+            if p == x {
+                return true;
+            }
+            p = p.wrapping_add(1);
+        }
+        false
+    }
+
+    #[test]
+    fn intervals_exhaustive_on_8_bit_ring() {
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                for x in 0..=255u8 {
+                    let open = if a == b { x != a } else { walk_open(x, a, b) };
+                    assert_eq!(in_open(&x, &a, &b), open, "({a},{b}) x={x}");
+                    assert_eq!(in_half_open(&x, &a, &b), open || x == b || a == b);
+                }
+            }
+        }
+    }
+
+    fn from_u64(v: u64) -> Id {
+        let mut out = [0u8; 32];
+        out[24..].copy_from_slice(&v.to_be_bytes());
+        Id(out)
+    }
+
+    #[test]
+    fn add_pow2_carries_and_wraps() {
+        assert_eq!(from_u64(0).add_pow2(0), from_u64(1));
+        assert_eq!(from_u64(255).add_pow2(0), from_u64(256));
+        assert_eq!(from_u64(0xffff).add_pow2(3), from_u64(0xffff + 8));
+        assert_eq!(Id([0xff; 32]).add_pow2(0), Id([0; 32]));
+        let mut top = [0u8; 32];
+        top[0] = 0x80;
+        assert_eq!(Id(top).add_pow2(255), Id([0; 32]));
+        assert_eq!(Id([0; 32]).add_pow2(255), Id(top));
+    }
+
+    #[test]
+    fn distance_is_clockwise() {
+        assert_eq!(from_u64(10).distance_to(&from_u64(15)), from_u64(5));
+        assert_eq!(from_u64(15).distance_to(&from_u64(10)), distance_minus5());
+    }
+
+    fn distance_minus5() -> Id {
+        // 2^256 - 5
+        let mut out = [0xffu8; 32];
+        out[31] = 0xfb;
+        Id(out)
+    }
+
+    #[test]
+    fn hex_round_trip_and_sha256() {
+        let id = Id::hash(b"abc");
+        assert_eq!(id.to_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(Id::from_hex(&id.to_hex()), Some(id));
+        assert_eq!(Id::from_hex("zz"), None);
+        assert_eq!(Id::from_hex(&"g".repeat(64)), None);
+    }
+}

@@ -1,0 +1,509 @@
+//! The P2P protocol between voidphone-dht nodes (docs/PROTOCOL.md has the byte layouts).
+//!
+//! Every frame: `magic u32 · size u32 · type u16 · request u64 · body`, big-endian; `size` counts the
+//! whole frame. The magic number guards against a foreign service on the same port; the request id
+//! lets many requests and replies share one connection in any order; the u32 size lets a frame carry
+//! the largest API value (65495 bytes) plus its own fields, bounded by `[dht] p2p_frame_bytes_max`.
+
+use super::{addr_len, get_addr, put_addr};
+use crate::id::{Id, Key};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use std::fmt;
+use std::net::SocketAddr;
+
+/// "VPDH": VoidPhone DHT.
+pub const MAGIC: u32 = 0x5650_4448;
+pub const HEADER_BYTES: usize = 4 + 4 + 2 + 8;
+/// The most peers one message lists (successor lists are bounded well below it by config).
+pub const PEERS_MAX: usize = 64;
+
+pub const STORAGE_GET: u16 = 1001;
+pub const STORAGE_PUT: u16 = 1002;
+pub const STORAGE_GET_SUCCESS: u16 = 1003;
+pub const STORAGE_PUT_SUCCESS: u16 = 1004;
+pub const STORAGE_FAILURE: u16 = 1005;
+pub const PEER_FIND: u16 = 1051;
+pub const PEER_FOUND: u16 = 1052;
+pub const PREDECESSOR_GET: u16 = 1053;
+pub const PREDECESSOR_REPLY: u16 = 1054;
+pub const PREDECESSOR_SET: u16 = 1055;
+pub const HELLO: u16 = 1056;
+pub const PING: u16 = 1057;
+pub const PONG: u16 = 1058;
+pub const INFO_GET: u16 = 1059;
+pub const INFO_REPLY: u16 = 1060;
+
+/// A node as other nodes know it: its ring id and advertised P2P address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Peer {
+    pub id: Id,
+    pub addr: SocketAddr,
+}
+
+/// Why a STORAGE request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureReason {
+    NotFound = 1,
+    /// The store is full (byte quota) or the value was refused.
+    Refused = 2,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerMsg {
+    /// Fetch the value under `key`.
+    StorageGet { key: Key },
+    /// Store a value for `ttl_ms` more milliseconds. `replication` > 1 asks the receiver, as the key's
+    /// primary, to copy it to its next `replication - 1` successors; replicas get `replication` 1.
+    StoragePut { ttl_ms: u32, replication: u8, key: Key, value: Bytes },
+    StorageGetSuccess { ttl_ms: u32, key: Key, value: Bytes },
+    /// Carries the SHA-256 of the stored value; the sender checks it against what it sent.
+    StoragePutSuccess { key: Key, value_hash: Id },
+    StorageFailure { key: Key, reason: FailureReason },
+    /// Find the node responsible for `target`; forwarded recursively, answered to `reply_to`.
+    PeerFind { target: Id, hops: u8, reply_to: SocketAddr },
+    /// `nodes[0]` is responsible for `target`; the rest are its successors (the replica holders).
+    PeerFound { target: Id, hops: u8, nodes: Vec<Peer> },
+    PredecessorGet,
+    /// The answerer's predecessor and successor list (Zave's stabilize asks for both at once).
+    PredecessorReply { pred: Option<Peer>, succs: Vec<Peer> },
+    /// "I may be your predecessor" (Chord's notify; the receiver rectifies).
+    PredecessorSet { node: Peer },
+    /// First message on every connection a node opens: who is speaking.
+    Hello { node: Peer },
+    Ping,
+    Pong,
+    /// Operator view: ask a node for its ring pointers and storage counts.
+    InfoGet,
+    InfoReply { node: Peer, pred: Option<Peer>, succs: Vec<Peer>, values_primary: u32, values_replica: u32, bytes_stored: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub request: u64,
+    pub msg: PeerMsg,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum P2pError {
+    BadMagic { magic: u32 },
+    SizeBelowHeader { size: u32 },
+    FrameTooLarge { size: u32, max: usize },
+    UnknownType { msg_type: u16 },
+    /// The body does not match the layout of its type.
+    Malformed { msg_type: u16 },
+}
+
+impl fmt::Display for P2pError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            P2pError::BadMagic { magic } => write!(f, "bad magic number {magic:#010x}"),
+            P2pError::SizeBelowHeader { size } => write!(f, "frame size {size} is below the header"),
+            P2pError::FrameTooLarge { size, max } => write!(f, "frame size {size} exceeds {max}"),
+            P2pError::UnknownType { msg_type } => write!(f, "unknown message type {msg_type}"),
+            P2pError::Malformed { msg_type } => write!(f, "malformed body for type {msg_type}"),
+        }
+    }
+}
+
+impl std::error::Error for P2pError {}
+
+impl PeerMsg {
+    pub fn msg_type(&self) -> u16 {
+        match self {
+            PeerMsg::StorageGet { .. } => STORAGE_GET,
+            PeerMsg::StoragePut { .. } => STORAGE_PUT,
+            PeerMsg::StorageGetSuccess { .. } => STORAGE_GET_SUCCESS,
+            PeerMsg::StoragePutSuccess { .. } => STORAGE_PUT_SUCCESS,
+            PeerMsg::StorageFailure { .. } => STORAGE_FAILURE,
+            PeerMsg::PeerFind { .. } => PEER_FIND,
+            PeerMsg::PeerFound { .. } => PEER_FOUND,
+            PeerMsg::PredecessorGet => PREDECESSOR_GET,
+            PeerMsg::PredecessorReply { .. } => PREDECESSOR_REPLY,
+            PeerMsg::PredecessorSet { .. } => PREDECESSOR_SET,
+            PeerMsg::Hello { .. } => HELLO,
+            PeerMsg::Ping => PING,
+            PeerMsg::Pong => PONG,
+            PeerMsg::InfoGet => INFO_GET,
+            PeerMsg::InfoReply { .. } => INFO_REPLY,
+        }
+    }
+
+    fn body_len(&self) -> usize {
+        let peer_len = |p: &Peer| 32 + addr_len(&p.addr);
+        match self {
+            PeerMsg::StorageGet { .. } => 32,
+            PeerMsg::StoragePut { value, .. } => 4 + 1 + 32 + value.len(),
+            PeerMsg::StorageGetSuccess { value, .. } => 4 + 32 + value.len(),
+            PeerMsg::StoragePutSuccess { .. } => 64,
+            PeerMsg::StorageFailure { .. } => 33,
+            PeerMsg::PeerFind { reply_to, .. } => 33 + addr_len(reply_to),
+            PeerMsg::PeerFound { nodes, .. } => 34 + nodes.iter().map(peer_len).sum::<usize>(),
+            PeerMsg::PredecessorGet | PeerMsg::Ping | PeerMsg::Pong | PeerMsg::InfoGet => 0,
+            PeerMsg::PredecessorReply { pred, succs } => {
+                2 + pred.as_ref().map_or(0, peer_len) + succs.iter().map(peer_len).sum::<usize>()
+            }
+            PeerMsg::InfoReply { node, pred, succs, .. } => {
+                peer_len(node) + 2 + pred.as_ref().map_or(0, peer_len) + succs.iter().map(peer_len).sum::<usize>() + 16
+            }
+            PeerMsg::PredecessorSet { node } | PeerMsg::Hello { node } => peer_len(node),
+        }
+    }
+}
+
+impl Frame {
+    pub fn new(request: u64, msg: PeerMsg) -> Frame {
+        Frame { request, msg }
+    }
+
+    /// The encoded size of this frame.
+    pub fn encoded_len(&self) -> usize {
+        HEADER_BYTES + self.msg.body_len()
+    }
+
+    /// Appends the encoded frame to `out` (no intermediate allocation).
+    pub fn encode(&self, out: &mut impl BufMut) {
+        assert!(self.encoded_len() <= u32::MAX as usize);
+        out.put_u32(MAGIC);
+        out.put_u32(self.encoded_len() as u32);
+        out.put_u16(self.msg.msg_type());
+        out.put_u64(self.request);
+        match &self.msg {
+            PeerMsg::StorageGet { key } => out.put_slice(&key.0),
+            PeerMsg::StoragePut { ttl_ms, replication, key, value } => {
+                out.put_u32(*ttl_ms);
+                out.put_u8(*replication);
+                out.put_slice(&key.0);
+                out.put_slice(value);
+            }
+            PeerMsg::StorageGetSuccess { ttl_ms, key, value } => {
+                out.put_u32(*ttl_ms);
+                out.put_slice(&key.0);
+                out.put_slice(value);
+            }
+            PeerMsg::StoragePutSuccess { key, value_hash } => {
+                out.put_slice(&key.0);
+                out.put_slice(&value_hash.0);
+            }
+            PeerMsg::StorageFailure { key, reason } => {
+                out.put_slice(&key.0);
+                out.put_u8(*reason as u8);
+            }
+            PeerMsg::PeerFind { target, hops, reply_to } => {
+                out.put_slice(&target.0);
+                out.put_u8(*hops);
+                put_addr(out, reply_to);
+            }
+            PeerMsg::PeerFound { target, hops, nodes } => {
+                assert!(nodes.len() <= PEERS_MAX);
+                out.put_slice(&target.0);
+                out.put_u8(*hops);
+                put_peers(out, nodes);
+            }
+            PeerMsg::PredecessorGet | PeerMsg::Ping | PeerMsg::Pong | PeerMsg::InfoGet => {}
+            PeerMsg::PredecessorReply { pred, succs } => put_pred_succs(out, pred, succs),
+            PeerMsg::InfoReply { node, pred, succs, values_primary, values_replica, bytes_stored } => {
+                put_peer(out, node);
+                put_pred_succs(out, pred, succs);
+                out.put_u32(*values_primary);
+                out.put_u32(*values_replica);
+                out.put_u64(*bytes_stored);
+            }
+            PeerMsg::PredecessorSet { node } | PeerMsg::Hello { node } => put_peer(out, node),
+        }
+    }
+}
+
+fn put_peer(out: &mut impl BufMut, p: &Peer) {
+    out.put_slice(&p.id.0);
+    put_addr(out, &p.addr);
+}
+
+fn put_pred_succs(out: &mut impl BufMut, pred: &Option<Peer>, succs: &[Peer]) {
+    out.put_u8(pred.is_some() as u8);
+    if let Some(p) = pred {
+        put_peer(out, p);
+    }
+    put_peers(out, succs);
+}
+
+fn put_peers(out: &mut impl BufMut, peers: &[Peer]) {
+    assert!(peers.len() <= PEERS_MAX);
+    out.put_u8(peers.len() as u8);
+    for p in peers {
+        put_peer(out, p);
+    }
+}
+
+/// Decodes one frame from the front of `buf`; frames larger than `frame_bytes_max` are refused as
+/// soon as their header arrives.
+pub fn decode_frame(buf: &mut BytesMut, frame_bytes_max: usize) -> Result<Option<Frame>, P2pError> {
+    if buf.len() < HEADER_BYTES {
+        // Check the magic as soon as it is there: a foreign service is refused at once.
+        if buf.len() >= 4 {
+            let magic = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            if magic != MAGIC {
+                return Err(P2pError::BadMagic { magic });
+            }
+        }
+        return Ok(None);
+    }
+    let magic = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    if magic != MAGIC {
+        return Err(P2pError::BadMagic { magic });
+    }
+    let size = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    if (size as usize) < HEADER_BYTES {
+        return Err(P2pError::SizeBelowHeader { size });
+    }
+    if size as usize > frame_bytes_max {
+        return Err(P2pError::FrameTooLarge { size, max: frame_bytes_max });
+    }
+    if buf.len() < size as usize {
+        return Ok(None);
+    }
+    let mut frame = buf.split_to(size as usize);
+    frame.advance(8);
+    let msg_type = frame.get_u16();
+    let request = frame.get_u64();
+    let msg = decode_body(msg_type, frame)?;
+    Ok(Some(Frame { request, msg }))
+}
+
+fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
+    let bad = P2pError::Malformed { msg_type };
+    let msg = match msg_type {
+        STORAGE_GET => PeerMsg::StorageGet { key: take_id(&mut b).ok_or(bad.clone())? },
+        STORAGE_PUT => {
+            if b.len() < 4 + 1 + 32 + 1 {
+                return Err(bad);
+            }
+            let ttl_ms = b.get_u32();
+            let replication = b.get_u8();
+            let key = take_id(&mut b).ok_or(bad.clone())?;
+            PeerMsg::StoragePut { ttl_ms, replication, key, value: b.split().freeze() }
+        }
+        STORAGE_GET_SUCCESS => {
+            if b.len() < 4 + 32 + 1 {
+                return Err(bad);
+            }
+            let ttl_ms = b.get_u32();
+            let key = take_id(&mut b).ok_or(bad.clone())?;
+            PeerMsg::StorageGetSuccess { ttl_ms, key, value: b.split().freeze() }
+        }
+        STORAGE_PUT_SUCCESS => {
+            let key = take_id(&mut b).ok_or(bad.clone())?;
+            PeerMsg::StoragePutSuccess { key, value_hash: take_id(&mut b).ok_or(bad.clone())? }
+        }
+        STORAGE_FAILURE => {
+            let key = take_id(&mut b).ok_or(bad.clone())?;
+            let reason = match b.has_remaining().then(|| b.get_u8()) {
+                Some(1) => FailureReason::NotFound,
+                Some(2) => FailureReason::Refused,
+                _ => return Err(bad),
+            };
+            PeerMsg::StorageFailure { key, reason }
+        }
+        PEER_FIND => {
+            let target = take_id(&mut b).ok_or(bad.clone())?;
+            let hops = take_u8(&mut b).ok_or(bad.clone())?;
+            PeerMsg::PeerFind { target, hops, reply_to: get_addr(&mut b).ok_or(bad.clone())? }
+        }
+        PEER_FOUND => {
+            let target = take_id(&mut b).ok_or(bad.clone())?;
+            let hops = take_u8(&mut b).ok_or(bad.clone())?;
+            let nodes = take_peers(&mut b).ok_or(bad.clone())?;
+            if nodes.is_empty() {
+                return Err(bad);
+            }
+            PeerMsg::PeerFound { target, hops, nodes }
+        }
+        PREDECESSOR_GET => PeerMsg::PredecessorGet,
+        PING => PeerMsg::Ping,
+        PONG => PeerMsg::Pong,
+        PREDECESSOR_REPLY => {
+            let (pred, succs) = take_pred_succs(&mut b).ok_or(bad.clone())?;
+            PeerMsg::PredecessorReply { pred, succs }
+        }
+        INFO_GET => PeerMsg::InfoGet,
+        INFO_REPLY => {
+            let node = take_peer(&mut b).ok_or(bad.clone())?;
+            let (pred, succs) = take_pred_succs(&mut b).ok_or(bad.clone())?;
+            if b.remaining() != 16 {
+                return Err(bad);
+            }
+            let (values_primary, values_replica, bytes_stored) = (b.get_u32(), b.get_u32(), b.get_u64());
+            PeerMsg::InfoReply { node, pred, succs, values_primary, values_replica, bytes_stored }
+        }
+        PREDECESSOR_SET => PeerMsg::PredecessorSet { node: take_peer(&mut b).ok_or(bad.clone())? },
+        HELLO => PeerMsg::Hello { node: take_peer(&mut b).ok_or(bad.clone())? },
+        _ => return Err(P2pError::UnknownType { msg_type }),
+    };
+    // Trailing bytes are a layout mismatch too (values take the rest, so they never leave any).
+    if b.has_remaining() {
+        return Err(P2pError::Malformed { msg_type });
+    }
+    Ok(msg)
+}
+
+fn take_u8(b: &mut BytesMut) -> Option<u8> {
+    b.has_remaining().then(|| b.get_u8())
+}
+
+fn take_id(b: &mut BytesMut) -> Option<Id> {
+    if b.remaining() < 32 {
+        return None;
+    }
+    let mut id = [0u8; 32];
+    b.copy_to_slice(&mut id);
+    Some(Id(id))
+}
+
+fn take_peer(b: &mut BytesMut) -> Option<Peer> {
+    let id = take_id(b)?;
+    Some(Peer { id, addr: get_addr(b)? })
+}
+
+fn take_pred_succs(b: &mut BytesMut) -> Option<(Option<Peer>, Vec<Peer>)> {
+    let pred = match take_u8(b)? {
+        0 => None,
+        1 => Some(take_peer(b)?),
+        _ => return None,
+    };
+    Some((pred, take_peers(b)?))
+}
+
+fn take_peers(b: &mut BytesMut) -> Option<Vec<Peer>> {
+    let n = take_u8(b)? as usize;
+    if n > PEERS_MAX {
+        return None;
+    }
+    (0..n).map(|_| take_peer(b)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 70_000;
+
+    fn peer(b: u8, port: u16) -> Peer {
+        Peer { id: Id([b; 32]), addr: SocketAddr::from(([127, 0, 0, b], port)) }
+    }
+
+    fn all_messages() -> Vec<PeerMsg> {
+        let k = Id([5; 32]);
+        let v6: SocketAddr = "[::1]:9000".parse().unwrap();
+        vec![
+            PeerMsg::StorageGet { key: k },
+            PeerMsg::StoragePut { ttl_ms: 1234, replication: 3, key: k, value: Bytes::from(vec![1; 65495]) },
+            PeerMsg::StorageGetSuccess { ttl_ms: 9, key: k, value: Bytes::from_static(b"v") },
+            PeerMsg::StoragePutSuccess { key: k, value_hash: Id::hash(b"v") },
+            PeerMsg::StorageFailure { key: k, reason: FailureReason::NotFound },
+            PeerMsg::StorageFailure { key: k, reason: FailureReason::Refused },
+            PeerMsg::PeerFind { target: k, hops: 7, reply_to: v6 },
+            PeerMsg::PeerFound { target: k, hops: 2, nodes: vec![peer(1, 1), Peer { id: k, addr: v6 }] },
+            PeerMsg::PredecessorGet,
+            PeerMsg::PredecessorReply { pred: None, succs: vec![] },
+            PeerMsg::PredecessorReply { pred: Some(peer(3, 3)), succs: vec![peer(4, 4), peer(5, 5)] },
+            PeerMsg::PredecessorSet { node: peer(6, 6) },
+            PeerMsg::Hello { node: peer(7, 7) },
+            PeerMsg::Ping,
+            PeerMsg::Pong,
+            PeerMsg::InfoGet,
+            PeerMsg::InfoReply {
+                node: peer(1, 1),
+                pred: Some(peer(2, 2)),
+                succs: vec![peer(3, 3)],
+                values_primary: 5,
+                values_replica: 6,
+                bytes_stored: 1 << 40,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_whole_and_in_pieces() {
+        let frames: Vec<Frame> =
+            all_messages().into_iter().enumerate().map(|(i, m)| Frame::new(i as u64 * 77, m)).collect();
+        let mut all = BytesMut::new();
+        for f in &frames {
+            let before = all.len();
+            f.encode(&mut all);
+            assert_eq!(all.len() - before, f.encoded_len());
+        }
+        for chunk in [1usize, 7, 1000, usize::MAX] {
+            let mut src = all.clone();
+            let mut buf = BytesMut::new();
+            let mut out = Vec::new();
+            while !src.is_empty() {
+                buf.extend_from_slice(&src.split_to(chunk.min(src.len())));
+                while let Some(f) = decode_frame(&mut buf, MAX).unwrap() {
+                    out.push(f);
+                }
+            }
+            assert_eq!(out, frames);
+        }
+    }
+
+    #[test]
+    fn header_layout_is_byte_exact() {
+        let mut b = BytesMut::new();
+        Frame::new(0x0102030405060708, PeerMsg::Ping).encode(&mut b);
+        assert_eq!(&b[..], &[0x56, 0x50, 0x44, 0x48, 0, 0, 0, 18, 0x04, 0x21, 1, 2, 3, 4, 5, 6, 7, 8]);
+    }
+
+    fn header(magic: u32, size: u32, msg_type: u16) -> BytesMut {
+        let mut b = BytesMut::new();
+        b.put_u32(magic);
+        b.put_u32(size);
+        b.put_u16(msg_type);
+        b.put_u64(1);
+        b
+    }
+
+    #[test]
+    fn bad_frames_are_typed_errors() {
+        assert_eq!(decode_frame(&mut header(1, 18, PING), MAX), Err(P2pError::BadMagic { magic: 1 }));
+        // A foreign magic is refused from its first 4 bytes.
+        assert_eq!(
+            decode_frame(&mut BytesMut::from(&b"GET "[..]), MAX),
+            Err(P2pError::BadMagic { magic: 0x47455420 })
+        );
+        assert_eq!(decode_frame(&mut header(MAGIC, 17, PING), MAX), Err(P2pError::SizeBelowHeader { size: 17 }));
+        assert_eq!(
+            decode_frame(&mut header(MAGIC, 70_001, STORAGE_PUT), MAX),
+            Err(P2pError::FrameTooLarge { size: 70_001, max: MAX })
+        );
+        assert_eq!(decode_frame(&mut header(MAGIC, 18, 999), MAX), Err(P2pError::UnknownType { msg_type: 999 }));
+        assert_eq!(
+            decode_frame(&mut header(MAGIC, 18, STORAGE_GET), MAX),
+            Err(P2pError::Malformed { msg_type: STORAGE_GET })
+        );
+        let mut trailing = header(MAGIC, 19, PING);
+        trailing.put_u8(0);
+        assert_eq!(decode_frame(&mut trailing, MAX), Err(P2pError::Malformed { msg_type: PING }));
+        let mut too_many = header(MAGIC, 18 + 32 + 1 + 1, PEER_FOUND);
+        too_many.put_slice(&[0; 33]);
+        too_many.put_u8(200);
+        assert_eq!(decode_frame(&mut too_many, MAX), Err(P2pError::Malformed { msg_type: PEER_FOUND }));
+    }
+
+    #[test]
+    fn truncated_frames_wait_and_arbitrary_bytes_never_panic() {
+        let mut full = BytesMut::new();
+        Frame::new(1, PeerMsg::Hello { node: peer(1, 2) }).encode(&mut full);
+        for cut in 0..full.len() {
+            assert_eq!(decode_frame(&mut BytesMut::from(&full[..cut]), MAX), Ok(None));
+        }
+        let mut rng = crate::time::Prng::new(5);
+        for _ in 0..50_000 {
+            let mut b = header(MAGIC, 0, 1001 + rng.below(60) as u16);
+            let body = rng.below(120) as usize;
+            b[4..8].copy_from_slice(&((HEADER_BYTES + body) as u32).to_be_bytes());
+            for _ in 0..body {
+                b.put_u8(rng.next_u64() as u8);
+            }
+            let _ = decode_frame(&mut b, MAX);
+        }
+    }
+}

@@ -144,12 +144,16 @@ impl Config {
 
     /// Parses and validates TOML text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let err = |key: &str, problem: String| ConfigError { file: file.into(), key: key.into(), problem };
-        let root: toml::Table = text.parse().map_err(|e: toml::de::Error| err("", e.to_string()))?;
-        if let Some(h) = root.get("hostkey") {
-            if !h.is_str() {
-                return Err(err("hostkey", "expected a path (string)".into()));
-            }
+        let err = |key: &str, problem: String| ConfigError {
+            file: file.into(),
+            key: key.into(),
+            problem,
+        };
+        let root: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| err("", e.to_string()))?;
+        if root.get("hostkey").is_some_and(|h| !h.is_str()) {
+            return Err(err("hostkey", "expected a path (string)".into()));
         }
         let empty = toml::Table::new();
         let dht = match root.get("dht") {
@@ -160,7 +164,10 @@ impl Config {
         let mut keys: Vec<&String> = dht.keys().collect();
         keys.sort();
         if let Some(k) = keys.into_iter().find(|k| !DHT_KEYS.contains(&k.as_str())) {
-            return Err(err(&format!("[dht] {k}"), format!("unknown key (known: {})", DHT_KEYS.join(", "))));
+            return Err(err(
+                &format!("[dht] {k}"),
+                format!("unknown key (known: {})", DHT_KEYS.join(", ")),
+            ));
         }
         let s = Section { dht, file };
         let mut c = Config::default();
@@ -175,17 +182,50 @@ impl Config {
         n.replication_max = s.int("replication_max", n.replication_max, n.replication_min, 32)?;
         n.ttl_max_s = s.int("ttl_max_s", n.ttl_max_s, 1, u16::MAX)?;
         n.storage_bytes_max = s.int("storage_bytes_max", n.storage_bytes_max, 1 << 16, 1 << 40)?;
-        n.stabilize_interval_ms = s.int("stabilize_interval_ms", n.stabilize_interval_ms, 10, 3_600_000)?;
-        n.fix_fingers_interval_ms = s.int("fix_fingers_interval_ms", n.fix_fingers_interval_ms, 10, 3_600_000)?;
-        n.check_predecessor_interval_ms =
-            s.int("check_predecessor_interval_ms", n.check_predecessor_interval_ms, 10, 3_600_000)?;
+        n.stabilize_interval_ms = s.int(
+            "stabilize_interval_ms",
+            n.stabilize_interval_ms,
+            10,
+            3_600_000,
+        )?;
+        n.fix_fingers_interval_ms = s.int(
+            "fix_fingers_interval_ms",
+            n.fix_fingers_interval_ms,
+            10,
+            3_600_000,
+        )?;
+        n.check_predecessor_interval_ms = s.int(
+            "check_predecessor_interval_ms",
+            n.check_predecessor_interval_ms,
+            10,
+            3_600_000,
+        )?;
         n.request_timeout_ms = s.int("request_timeout_ms", n.request_timeout_ms, 10, 600_000)?;
-        n.lookup_timeout_ms = s.int("lookup_timeout_ms", n.lookup_timeout_ms, n.request_timeout_ms, 600_000)?;
-        n.pending_requests_max = s.int("pending_requests_max", n.pending_requests_max, 16, 10_000_000)?;
+        n.lookup_timeout_ms = s.int(
+            "lookup_timeout_ms",
+            n.lookup_timeout_ms,
+            n.request_timeout_ms,
+            600_000,
+        )?;
+        n.pending_requests_max = s.int(
+            "pending_requests_max",
+            n.pending_requests_max,
+            16,
+            10_000_000,
+        )?;
         r.connections_max = s.int("connections_max", r.connections_max, 4, 1_000_000)?;
-        r.connection_buffer_bytes_max =
-            s.int("connection_buffer_bytes_max", r.connection_buffer_bytes_max, 1 << 16, 1 << 30)?;
-        r.p2p_frame_bytes_max = s.int("p2p_frame_bytes_max", r.p2p_frame_bytes_max, P2P_FRAME_BYTES_MIN, 1 << 24)?;
+        r.connection_buffer_bytes_max = s.int(
+            "connection_buffer_bytes_max",
+            r.connection_buffer_bytes_max,
+            1 << 16,
+            1 << 30,
+        )?;
+        r.p2p_frame_bytes_max = s.int(
+            "p2p_frame_bytes_max",
+            r.p2p_frame_bytes_max,
+            P2P_FRAME_BYTES_MIN,
+            1 << 24,
+        )?;
         r.api_idle_timeout_s = s.int("api_idle_timeout_s", r.api_idle_timeout_s, 1, 86_400 * 7)?;
         r.peer_idle_timeout_s = s.int("peer_idle_timeout_s", r.peer_idle_timeout_s, 1, 86_400)?;
         Ok(c)
@@ -200,10 +240,18 @@ struct Section<'a> {
 
 impl Section<'_> {
     fn err(&self, key: &str, problem: String) -> ConfigError {
-        ConfigError { file: self.file.into(), key: format!("[dht] {key}"), problem }
+        ConfigError {
+            file: self.file.into(),
+            key: format!("[dht] {key}"),
+            problem,
+        }
     }
 
-    fn typed<T: DeserializeOwned>(&self, key: &str, expected: &str) -> Result<Option<T>, ConfigError> {
+    fn typed<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        expected: &str,
+    ) -> Result<Option<T>, ConfigError> {
         match self.dht.get(key) {
             None => Ok(None),
             Some(v) => T::deserialize(v.clone())
@@ -225,7 +273,12 @@ impl Section<'_> {
     }
 
     fn parse_addr(&self, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
-        text.parse().map_err(|_| self.err(key, format!("expected IPv4:port or [IPv6]:port, got {text:?}")))
+        text.parse().map_err(|_| {
+            self.err(
+                key,
+                format!("expected IPv4:port or [IPv6]:port, got {text:?}"),
+            )
+        })
     }
 
     fn addr(&self, key: &str, default: SocketAddr) -> Result<SocketAddr, ConfigError> {
@@ -236,20 +289,28 @@ impl Section<'_> {
     }
 
     fn addrs(&self, key: &str) -> Result<Vec<SocketAddr>, ConfigError> {
-        let list = self.typed::<Vec<String>>(key, "a list of address strings")?.unwrap_or_default();
+        let list = self
+            .typed::<Vec<String>>(key, "a list of address strings")?
+            .unwrap_or_default();
         list.iter().map(|a| self.parse_addr(key, a)).collect()
     }
 
     fn node_id(&self) -> Result<Option<Id>, ConfigError> {
-        let Some(text) = self.typed::<String>("node_id", "64 hex digits")? else { return Ok(None) };
-        Id::from_hex(&text).map(Some).ok_or_else(|| self.err("node_id", format!("expected 64 hex digits, got {text:?}")))
+        let Some(text) = self.typed::<String>("node_id", "64 hex digits")? else {
+            return Ok(None);
+        };
+        Id::from_hex(&text)
+            .map(Some)
+            .ok_or_else(|| self.err("node_id", format!("expected 64 hex digits, got {text:?}")))
     }
 
     fn log_level(&self, default: LevelFilter) -> Result<LevelFilter, ConfigError> {
         let expected = "one of off, error, warn, info, debug, trace";
         match self.typed::<String>("log_level", expected)? {
             None => Ok(default),
-            Some(text) => text.parse().map_err(|_| self.err("log_level", format!("expected {expected}, got {text:?}"))),
+            Some(text) => text
+                .parse()
+                .map_err(|_| self.err("log_level", format!("expected {expected}, got {text:?}"))),
         }
     }
 }
@@ -278,7 +339,10 @@ mod tests {
 
     #[test]
     fn addresses_and_lists_parse() {
-        let c = parse("[dht]\napi_address = \"[::1]:9\"\nbootstrap = [\"127.0.0.1:1\", \"127.0.0.2:2\"]\n").unwrap();
+        let c = parse(
+            "[dht]\napi_address = \"[::1]:9\"\nbootstrap = [\"127.0.0.1:1\", \"127.0.0.2:2\"]\n",
+        )
+        .unwrap();
         assert_eq!(c.reactor.api_address, "[::1]:9".parse().unwrap());
         assert_eq!(c.node.bootstrap.len(), 2);
     }
@@ -287,16 +351,48 @@ mod tests {
     fn errors_name_file_key_and_expectation() {
         let cases = [
             ("[dht]\nsuccesors = 3", "[dht] succesors", "unknown key"),
-            ("[dht]\nsuccessors = \"8\"", "[dht] successors", "expected an integer from 1 to 32"),
+            (
+                "[dht]\nsuccessors = \"8\"",
+                "[dht] successors",
+                "expected an integer from 1 to 32",
+            ),
             ("[dht]\nsuccessors = 0", "[dht] successors", "got 0"),
-            ("[dht]\napi_address = \"localhost\"", "[dht] api_address", "expected IPv4:port"),
-            ("[dht]\napi_address = 7401", "[dht] api_address", "expected an address string"),
-            ("[dht]\nbootstrap = \"1.2.3.4:5\"", "[dht] bootstrap", "expected a list"),
-            ("[dht]\nbootstrap = [\"1.2.3.4\"]", "[dht] bootstrap", "expected IPv4:port"),
+            (
+                "[dht]\napi_address = \"localhost\"",
+                "[dht] api_address",
+                "expected IPv4:port",
+            ),
+            (
+                "[dht]\napi_address = 7401",
+                "[dht] api_address",
+                "expected an address string",
+            ),
+            (
+                "[dht]\nbootstrap = \"1.2.3.4:5\"",
+                "[dht] bootstrap",
+                "expected a list",
+            ),
+            (
+                "[dht]\nbootstrap = [\"1.2.3.4\"]",
+                "[dht] bootstrap",
+                "expected IPv4:port",
+            ),
             ("[dht]\nnode_id = \"abc\"", "[dht] node_id", "64 hex digits"),
-            ("[dht]\nlog_level = \"loud\"", "[dht] log_level", "one of off"),
-            ("[dht]\nreplication_min = 5\nreplication_max = 4", "[dht] replication_max", "from 5 to 32"),
-            ("[dht]\np2p_frame_bytes_max = 1000", "[dht] p2p_frame_bytes_max", "from 65600"),
+            (
+                "[dht]\nlog_level = \"loud\"",
+                "[dht] log_level",
+                "one of off",
+            ),
+            (
+                "[dht]\nreplication_min = 5\nreplication_max = 4",
+                "[dht] replication_max",
+                "from 5 to 32",
+            ),
+            (
+                "[dht]\np2p_frame_bytes_max = 1000",
+                "[dht] p2p_frame_bytes_max",
+                "from 65600",
+            ),
             ("dht = 3", "dht", "expected a table"),
             ("hostkey = 3", "hostkey", "expected a path"),
         ];

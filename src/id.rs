@@ -168,7 +168,10 @@ mod tests {
     #[test]
     fn hex_round_trip_and_sha256() {
         let id = Id::hash(b"abc");
-        assert_eq!(id.to_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            id.to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(Id::from_hex(&id.to_hex()), Some(id));
         assert_eq!(Id::from_hex("zz"), None);
         assert_eq!(Id::from_hex(&"g".repeat(64)), None);

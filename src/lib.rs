@@ -13,6 +13,7 @@ pub mod id;
 pub mod reactor;
 pub mod sim;
 pub mod storage;
+pub mod testnet;
 pub mod time;
 pub mod wheel;
 pub mod wire;

@@ -1,1 +1,303 @@
-fn main() {}
+//! The `voidphone-dht` command: run a node, or talk to one (put, get, ring), or start a local testnet.
+
+use lexopt::prelude::*;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use voidphone_dht::client::{self, ApiClient};
+use voidphone_dht::config::Config;
+use voidphone_dht::reactor::{Reactor, RunningNode};
+
+const HELP: &str = "\
+voidphone-dht: the VoidPhone DHT module (Chord)
+
+USAGE:
+    voidphone-dht [-c FILE] [OPTIONS]            run a node in the foreground
+    voidphone-dht put [--api ADDR] [--ttl S] [--replication R] KEY VALUE
+    voidphone-dht get [--api ADDR] KEY
+    voidphone-dht ring --p2p ADDR                walk the ring from a node
+    voidphone-dht testnet --nodes N              run N joined nodes on 127.0.0.1
+
+RUN OPTIONS:
+    -c, --config FILE        configuration file (default: node.toml)
+    --api-address ADDR       override [dht] api_address
+    --p2p-address ADDR       override [dht] p2p_address
+    --bootstrap ADDR[,ADDR]  override [dht] bootstrap
+    -v, --verbose            log more (repeat for trace)
+    -q, --quiet              log warnings and errors only
+    -h, --help               this text
+
+KEY is 64 hex digits (the raw key) or any other text (its SHA-256 is the key).
+VALUE '-' reads the value from standard input. `get` exits 0 when found, 1 when not, 2 on error.
+";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1).peekable();
+    let sub = args.peek().and_then(|a| a.to_str()).map(str::to_owned);
+    let parser = lexopt::Parser::from_args(args);
+    let result = match sub.as_deref() {
+        Some("put") => put(skip_one(parser)),
+        Some("get") => get(skip_one(parser)),
+        Some("ring") => ring(skip_one(parser)),
+        Some("testnet") => testnet(skip_one(parser)),
+        _ => run(parser),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("voidphone-dht: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn skip_one(mut p: lexopt::Parser) -> lexopt::Parser {
+    let _ = p.next();
+    p
+}
+
+type Res = Result<ExitCode, Box<dyn std::error::Error>>;
+
+fn addr(p: &mut lexopt::Parser) -> Result<SocketAddr, Box<dyn std::error::Error>> {
+    let v: String = p.value()?.parse()?;
+    v.parse()
+        .map_err(|_| format!("expected an address like 127.0.0.1:7401, got {v:?}").into())
+}
+
+fn run(mut p: lexopt::Parser) -> Res {
+    let mut config = PathBuf::from("node.toml");
+    let (mut api, mut p2p, mut bootstrap) = (None, None, None);
+    let mut verbosity: i32 = 0;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('c') | Long("config") => config = p.value()?.into(),
+            Long("api-address") => api = Some(addr(&mut p)?),
+            Long("p2p-address") => p2p = Some(addr(&mut p)?),
+            Long("bootstrap") => {
+                let v: String = p.value()?.parse()?;
+                let list: Result<Vec<SocketAddr>, _> = v
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::parse)
+                    .collect();
+                bootstrap =
+                    Some(list.map_err(|_| format!("--bootstrap: expected addresses, got {v:?}"))?);
+            }
+            Short('v') | Long("verbose") => verbosity += 1,
+            Short('q') | Long("quiet") => verbosity -= 1,
+            Short('h') | Long("help") => {
+                print!("{HELP}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let mut cfg = match Config::load(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("voidphone-dht: configuration error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if let Some(a) = api {
+        cfg.reactor.api_address = a;
+    }
+    if let Some(a) = p2p {
+        cfg.reactor.p2p_address = a;
+    }
+    if let Some(b) = bootstrap {
+        cfg.node.bootstrap = b;
+    }
+    init_logging(cfg.log_level, verbosity);
+    let mut reactor = Reactor::bind(&cfg, seed())?;
+    reactor.stop_on_signals()?;
+    println!(
+        "voidphone-dht id {} api {} p2p {}",
+        reactor.node().me().id,
+        reactor.api_addr(),
+        reactor.p2p_addr()
+    );
+    std::io::stdout().flush()?;
+    reactor.run()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(base: log::LevelFilter, verbosity: i32) {
+    use log::LevelFilter::*;
+    let levels = [Off, Error, Warn, Info, Debug, Trace];
+    let at = levels.iter().position(|l| *l == base).unwrap_or(3) as i32;
+    let level = levels[(at + verbosity).clamp(0, 5) as usize];
+    let cfg = simplelog::ConfigBuilder::new()
+        .set_target_level(Off)
+        .set_thread_level(Off)
+        .build();
+    let _ = simplelog::TermLogger::init(
+        level,
+        cfg,
+        simplelog::TerminalMode::Stderr,
+        simplelog::ColorChoice::Never,
+    );
+}
+
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32)
+}
+
+const DEFAULT_API: &str = "127.0.0.1:7401";
+
+fn put(mut p: lexopt::Parser) -> Res {
+    let (mut api, mut ttl, mut replication) = (DEFAULT_API.parse()?, 3600u16, 3u8);
+    let mut positional = Vec::new();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("api") => api = addr(&mut p)?,
+            Long("ttl") => ttl = p.value()?.parse()?,
+            Long("replication") => replication = p.value()?.parse()?,
+            Short('h') | Long("help") => {
+                println!(
+                    "voidphone-dht put [--api ADDR] [--ttl SECONDS] [--replication R] KEY VALUE  (VALUE - reads stdin)"
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            Value(v) => positional.push(v.string()?),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let [key, value] =
+        <[String; 2]>::try_from(positional).map_err(|_| "put needs KEY and VALUE")?;
+    let value = if value == "-" {
+        let mut v = Vec::new();
+        std::io::stdin().read_to_end(&mut v)?;
+        v
+    } else {
+        value.into_bytes()
+    };
+    let mut c = ApiClient::connect(api)?;
+    c.put(client::parse_key(&key), &value, ttl, replication)?;
+    // DHT PUT has no reply; a GET on the same connection confirms the node took it.
+    let _ = c.get(client::parse_key(&key))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn get(mut p: lexopt::Parser) -> Res {
+    let mut api = DEFAULT_API.parse()?;
+    let mut key = None;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("api") => api = addr(&mut p)?,
+            Short('h') | Long("help") => {
+                println!(
+                    "voidphone-dht get [--api ADDR] KEY   (exit 0 found, 1 not found, 2 error)"
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            Value(v) if key.is_none() => key = Some(v.string()?),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let key = key.ok_or("get needs KEY")?;
+    let mut c = ApiClient::connect(api)?;
+    match c.get(client::parse_key(&key))? {
+        Some(v) => {
+            std::io::stdout().write_all(&v)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!("not found");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn ring(mut p: lexopt::Parser) -> Res {
+    let mut start: SocketAddr = "127.0.0.1:7402".parse()?;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("p2p") => start = addr(&mut p)?,
+            Short('h') | Long("help") => {
+                println!(
+                    "voidphone-dht ring [--p2p ADDR]   walk the ring along successors from a node"
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let nodes = client::walk_ring(start, 10_000, Duration::from_secs(2))?;
+    println!(
+        "{:<10} {:<22} {:<10} {:>8} {:>8} {:>10}",
+        "id", "p2p", "pred", "primary", "replica", "bytes"
+    );
+    for n in &nodes {
+        let pred = n.pred.map_or("-".to_string(), |p| p.id.short());
+        println!(
+            "{:<10} {:<22} {:<10} {:>8} {:>8} {:>10}",
+            n.node.id.short(),
+            n.node.addr,
+            pred,
+            n.values_primary,
+            n.values_replica,
+            n.bytes_stored
+        );
+    }
+    println!("{} nodes", nodes.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn testnet(mut p: lexopt::Parser) -> Res {
+    let mut count = 8usize;
+    let mut verbosity = -1;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("nodes") | Short('n') => count = p.value()?.parse()?,
+            Short('v') | Long("verbose") => verbosity += 1,
+            Short('h') | Long("help") => {
+                println!(
+                    "voidphone-dht testnet --nodes N   run N joined nodes on 127.0.0.1 until Ctrl-C"
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    if !(1..=512).contains(&count) {
+        return Err("--nodes takes 1 to 512".into());
+    }
+    init_logging(log::LevelFilter::Info, verbosity);
+    let nodes = voidphone_dht::testnet::start(count, seed())?;
+    println!("{:<4} {:<10} {:<22} {:<22}", "#", "id", "api", "p2p");
+    for (i, n) in nodes.iter().enumerate() {
+        println!(
+            "{:<4} {:<10} {:<22} {:<22}",
+            i,
+            n.id.short(),
+            n.api.to_string(),
+            n.p2p.to_string()
+        );
+    }
+    match voidphone_dht::testnet::wait_for_ring(&nodes, Duration::from_secs(30)) {
+        Ok(()) => println!(
+            "ring of {count} formed; try: voidphone-dht ring --p2p {}",
+            nodes[0].p2p
+        ),
+        Err(e) => println!("ring not formed yet: {e}"),
+    }
+    println!("Ctrl-C stops the testnet.");
+    std::io::stdout().flush()?;
+    wait_for_signal()?;
+    drop::<Vec<RunningNode>>(nodes);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn wait_for_signal() -> std::io::Result<()> {
+    let (mut read, write) = std::os::unix::net::UnixStream::pair()?;
+    signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, write.try_clone()?)?;
+    signal_hook::low_level::pipe::register(signal_hook::consts::SIGTERM, write)?;
+    let mut b = [0u8; 1];
+    read.read_exact(&mut b)
+}

@@ -33,7 +33,12 @@ pub struct Storage {
 
 impl Storage {
     pub fn new(bytes_max: usize) -> Storage {
-        Storage { values: BTreeMap::new(), by_expiry: BTreeSet::new(), bytes_used: 0, bytes_max }
+        Storage {
+            values: BTreeMap::new(),
+            by_expiry: BTreeSet::new(),
+            bytes_used: 0,
+            bytes_max,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -52,7 +57,10 @@ impl Storage {
     /// allocation so that it never pins a connection's larger receive buffer.
     pub fn put(&mut self, key: Key, value: &Bytes, expires: Time) -> Result<(), StoreError> {
         let needed = value.len() + ENTRY_OVERHEAD_BYTES;
-        let freed = self.values.get(&key).map_or(0, |s| s.value.len() + ENTRY_OVERHEAD_BYTES);
+        let freed = self
+            .values
+            .get(&key)
+            .map_or(0, |s| s.value.len() + ENTRY_OVERHEAD_BYTES);
         let free = self.bytes_max - (self.bytes_used - freed);
         if needed > free {
             return Err(StoreError::QuotaExceeded { needed, free });
@@ -60,7 +68,13 @@ impl Storage {
         self.remove(&key);
         self.bytes_used += needed;
         self.by_expiry.insert((expires, key));
-        self.values.insert(key, Stored { value: Bytes::copy_from_slice(value), expires });
+        self.values.insert(
+            key,
+            Stored {
+                value: Bytes::copy_from_slice(value),
+                expires,
+            },
+        );
         Ok(())
     }
 
@@ -96,7 +110,9 @@ impl Storage {
 
     /// Live entries whose key lies in the ring interval `(from, to]`, in key order.
     pub fn range(&self, from: Key, to: Key, now: Time) -> impl Iterator<Item = (&Key, &Stored)> {
-        self.values.iter().filter(move |(k, s)| s.expires > now && in_half_open(*k, &from, &to))
+        self.values
+            .iter()
+            .filter(move |(k, s)| s.expires > now && in_half_open(*k, &from, &to))
     }
 
     /// Every live entry, in key order.
@@ -118,8 +134,12 @@ mod tests {
     fn last_write_wins_and_accounting_follows() {
         let mut s = Storage::new(10_000);
         s.put(k(1), &Bytes::from_static(b"one"), Time(100)).unwrap();
-        s.put(k(1), &Bytes::from_static(b"three"), Time(200)).unwrap();
-        assert_eq!(s.get(&k(1), Time(0)).unwrap().value, Bytes::from_static(b"three"));
+        s.put(k(1), &Bytes::from_static(b"three"), Time(200))
+            .unwrap();
+        assert_eq!(
+            s.get(&k(1), Time(0)).unwrap().value,
+            Bytes::from_static(b"three")
+        );
         assert_eq!(s.len(), 1);
         assert_eq!(s.bytes_used(), 5 + ENTRY_OVERHEAD_BYTES);
         s.remove(&k(1));
@@ -148,11 +168,16 @@ mod tests {
         let mut s = Storage::new(2 * ENTRY_OVERHEAD_BYTES + 20);
         s.put(k(1), &Bytes::from(vec![1; 10]), Time(100)).unwrap();
         s.put(k(2), &Bytes::from(vec![2; 10]), Time(100)).unwrap();
-        let err = s.put(k(3), &Bytes::from(vec![3; 1]), Time(100)).unwrap_err();
+        let err = s
+            .put(k(3), &Bytes::from(vec![3; 1]), Time(100))
+            .unwrap_err();
         assert!(matches!(err, StoreError::QuotaExceeded { .. }));
         // An overwrite that would not fit keeps the old value.
         assert!(s.put(k(1), &Bytes::from(vec![9; 11]), Time(100)).is_err());
-        assert_eq!(s.get(&k(1), Time(0)).unwrap().value, Bytes::from(vec![1; 10]));
+        assert_eq!(
+            s.get(&k(1), Time(0)).unwrap().value,
+            Bytes::from(vec![1; 10])
+        );
         // An overwrite of the same size fits.
         s.put(k(1), &Bytes::from(vec![8; 10]), Time(100)).unwrap();
         assert_eq!(s.len(), 2);
@@ -164,7 +189,11 @@ mod tests {
         for b in [10u8, 20, 30, 250] {
             s.put(k(b), &Bytes::from_static(b"x"), Time(100)).unwrap();
         }
-        let keys = |from: u8, to: u8| s.range(k(from), k(to), Time(0)).map(|(k, _)| k.0[0]).collect::<Vec<_>>();
+        let keys = |from: u8, to: u8| {
+            s.range(k(from), k(to), Time(0))
+                .map(|(k, _)| k.0[0])
+                .collect::<Vec<_>>()
+        };
         assert_eq!(keys(10, 30), vec![20, 30]);
         assert_eq!(keys(240, 15), vec![10, 250]);
         assert_eq!(keys(7, 7).len(), 4);

@@ -52,7 +52,11 @@ impl<T> TimerWheel<T> {
     pub fn insert(&mut self, deadline: Time, data: T) -> TimerKey {
         let generation = self.next_generation;
         self.next_generation += 1;
-        let index = self.entries.insert(Entry { deadline, generation, data });
+        let index = self.entries.insert(Entry {
+            deadline,
+            generation,
+            data,
+        });
         let key = TimerKey { index, generation };
         let tick = (deadline.as_ms() / self.tick_ms).max(self.current_tick);
         let slot = self.slot_of(tick);
@@ -112,7 +116,11 @@ impl<T> TimerWheel<T> {
         let mut earliest: Option<Time> = None;
         for tick in self.current_tick..self.current_tick + turn {
             for key in &self.slots[self.slot_of(tick)] {
-                if let Some(e) = self.entries.get(key.index).filter(|e| e.generation == key.generation) {
+                if let Some(e) = self
+                    .entries
+                    .get(key.index)
+                    .filter(|e| e.generation == key.generation)
+                {
                     earliest = Some(earliest.map_or(e.deadline, |t| t.min(e.deadline)));
                 }
             }

@@ -18,8 +18,16 @@ impl Node {
         self.bootstrap_next += 1;
         log::debug!("[{}] joining through {}", self.short(), via);
         let me = self.ring.me;
-        let msg = PeerMsg::PeerFind { target: me.id, hops: 0, reply_to: me.addr };
-        let what = Pending::Lookup { target: me.id, purpose: Purpose::Join };
+        let msg = PeerMsg::PeerFind {
+            target: me.id,
+            hops: 0,
+            last_hop: false,
+            reply_to: me.addr,
+        };
+        let what = Pending::Lookup {
+            target: me.id,
+            purpose: Purpose::Join,
+        };
         self.request(via, msg, what, self.cfg.request_timeout_ms);
     }
 
@@ -33,7 +41,11 @@ impl Node {
             return;
         }
         self.joined = true;
-        log::info!("[{}] joined the ring; successor {}", self.short(), self.ring.successor().addr);
+        log::info!(
+            "[{}] joined the ring; successor {}",
+            self.short(),
+            self.ring.successor().addr
+        );
         self.stabilize();
     }
 
@@ -45,12 +57,22 @@ impl Node {
         if self.ring.succs().is_empty() {
             // Alone: a node that notified us is our successor too, once it answers.
             if let Some(p) = self.ring.pred {
-                self.request(p.addr, PeerMsg::PredecessorGet, rpc(p, RpcKind::Adopt { candidate: p }), self.cfg.request_timeout_ms);
+                self.request(
+                    p.addr,
+                    PeerMsg::PredecessorGet,
+                    rpc(p, RpcKind::Adopt { candidate: p }),
+                    self.cfg.request_timeout_ms,
+                );
             }
             return;
         }
         let s = self.ring.successor();
-        self.request(s.addr, PeerMsg::PredecessorGet, rpc(s, RpcKind::Stabilize), self.cfg.request_timeout_ms);
+        self.request(
+            s.addr,
+            PeerMsg::PredecessorGet,
+            rpc(s, RpcKind::Stabilize),
+            self.cfg.request_timeout_ms,
+        );
     }
 
     /// Answers to the maintenance requests.
@@ -71,7 +93,12 @@ impl Node {
                 match pred {
                     Some(p) if in_open(&p.id, &self.ring.me.id, &s.id) => {
                         let what = rpc(p, RpcKind::StabilizeCandidate { candidate: p });
-                        self.request(p.addr, PeerMsg::PredecessorGet, what, self.cfg.request_timeout_ms);
+                        self.request(
+                            p.addr,
+                            PeerMsg::PredecessorGet,
+                            what,
+                            self.cfg.request_timeout_ms,
+                        );
                     }
                     _ => self.notify_successor(),
                 }
@@ -79,10 +106,18 @@ impl Node {
             RpcKind::StabilizeCandidate { candidate } | RpcKind::Adopt { candidate } => {
                 // Only now that it answered does the candidate become our successor.
                 let rest: Vec<Peer> = self.ring.succs().to_vec();
-                self.ring.set_succs(std::iter::once(candidate).chain(succs).chain(rest));
+                self.ring
+                    .set_succs(std::iter::once(candidate).chain(succs).chain(rest));
                 self.notify_successor();
             }
-            other => self.unexpected(from, PeerMsg::PredecessorReply { pred, succs }, Pending::Rpc { peer: from, kind: other }),
+            other => self.unexpected(
+                from,
+                PeerMsg::PredecessorReply { pred, succs },
+                Pending::Rpc {
+                    peer: from,
+                    kind: other,
+                },
+            ),
         }
     }
 
@@ -108,7 +143,12 @@ impl Node {
             return;
         }
         let from = self.ring.pred.map_or(me, |p| p.id);
-        log::info!("[{}] predecessor is now {} ({})", self.short(), node.id.short(), node.addr);
+        log::info!(
+            "[{}] predecessor is now {} ({})",
+            self.short(),
+            node.id.short(),
+            node.addr
+        );
         self.ring.pred = Some(node);
         self.hand_off(from, node);
     }
@@ -116,7 +156,12 @@ impl Node {
     /// Ping the predecessor; if it does not answer in time it is forgotten (request_failed).
     pub(super) fn check_predecessor(&mut self) {
         if let Some(p) = self.ring.pred {
-            self.request(p.addr, PeerMsg::Ping, rpc(p, RpcKind::CheckPredecessor), self.cfg.request_timeout_ms);
+            self.request(
+                p.addr,
+                PeerMsg::Ping,
+                rpc(p, RpcKind::CheckPredecessor),
+                self.cfg.request_timeout_ms,
+            );
         }
     }
 
@@ -147,11 +192,18 @@ impl Node {
         let me = self.ring.me.id;
         let start = me.add_pow2(i);
         let mut j = i;
-        while j < super::ring::FINGERS && in_half_open(&me.add_pow2(j), &me, &owner.id) && (j == i || in_half_open(&me.add_pow2(j), &start, &owner.id)) {
+        while j < super::ring::FINGERS
+            && in_half_open(&me.add_pow2(j), &me, &owner.id)
+            && (j == i || in_half_open(&me.add_pow2(j), &start, &owner.id))
+        {
             self.ring.set_finger(j, owner);
             j += 1;
         }
-        self.finger_next = if j >= super::ring::FINGERS { 0 } else { j.max(i + 1) };
+        self.finger_next = if j >= super::ring::FINGERS {
+            0
+        } else {
+            j.max(i + 1)
+        };
     }
 
     /// After peers were dropped: fall back on any live node we still know so the ring stays whole.

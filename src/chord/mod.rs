@@ -105,7 +105,11 @@ struct ClientOp {
 #[derive(Debug)]
 enum ClientOpKind {
     Get,
-    Put { value: Bytes, expires: Time, replication: u8 },
+    Put {
+        value: Bytes,
+        expires: Time,
+        replication: u8,
+    },
 }
 
 struct PendingEntry {
@@ -139,7 +143,12 @@ impl Node {
     pub fn new(cfg: NodeConfig, addr: SocketAddr, seed: u64, now: Time) -> Node {
         let id = cfg.node_id.unwrap_or_else(|| Id::of_addr(addr));
         let me = Peer { id, addr };
-        let bootstrap: Vec<SocketAddr> = cfg.bootstrap.iter().copied().filter(|a| *a != addr).collect();
+        let bootstrap: Vec<SocketAddr> = cfg
+            .bootstrap
+            .iter()
+            .copied()
+            .filter(|a| *a != addr)
+            .collect();
         let joined = bootstrap.is_empty();
         let mut node = Node {
             ring: Ring::new(me, cfg.successors),
@@ -164,7 +173,12 @@ impl Node {
         node.schedule(Periodic::Stabilize);
         node.schedule(Periodic::FixFingers);
         node.schedule(Periodic::CheckPredecessor);
-        log::info!("[{}] node at {} ({})", id.short(), addr, if joined { "new ring" } else { "joining" });
+        log::info!(
+            "[{}] node at {} ({})",
+            id.short(),
+            addr,
+            if joined { "new ring" } else { "joining" }
+        );
         node
     }
 
@@ -183,12 +197,23 @@ impl Node {
         let Frame { request, msg } = frame;
         match msg {
             PeerMsg::StorageGet { key } => self.on_storage_get(from, request, key),
-            PeerMsg::StoragePut { ttl_ms, replication, key, value } => {
-                self.on_storage_put(from, request, key, value, ttl_ms, replication)
-            }
-            PeerMsg::PeerFind { target, hops, reply_to } => self.on_peer_find(request, target, hops, reply_to),
+            PeerMsg::StoragePut {
+                ttl_ms,
+                replication,
+                key,
+                value,
+            } => self.on_storage_put(from, request, key, value, ttl_ms, replication),
+            PeerMsg::PeerFind {
+                target,
+                hops,
+                last_hop,
+                reply_to,
+            } => self.on_peer_find(request, target, hops, last_hop, reply_to),
             PeerMsg::PredecessorGet => {
-                let msg = PeerMsg::PredecessorReply { pred: self.ring.pred, succs: self.ring.succs().to_vec() };
+                let msg = PeerMsg::PredecessorReply {
+                    pred: self.ring.pred,
+                    succs: self.ring.succs().to_vec(),
+                };
                 self.send(from, request, msg);
             }
             PeerMsg::PredecessorSet { node } => self.on_notify(node),
@@ -206,7 +231,11 @@ impl Node {
     pub fn handle_peer_unreachable(&mut self, peer: SocketAddr, now: Time) {
         self.now = now;
         if self.ring.remove(peer) {
-            log::info!("[{}] peer {} unreachable; dropped from the routing table", self.short(), peer);
+            log::info!(
+                "[{}] peer {} unreachable; dropped from the routing table",
+                self.short(),
+                peer
+            );
         }
         let failed: Vec<u64> = self
             .pending
@@ -223,10 +252,10 @@ impl Node {
     /// Timers: safe to call early or twice.
     pub fn handle_timeout(&mut self, now: Time) {
         self.now = now;
-        for i in 0..PERIODIC_COUNT {
-            if self.periodic[i].is_some_and(|t| t <= now) {
-                self.periodic[i] = None;
-                self.fire(PERIODIC_ORDER[i]);
+        for timer in PERIODIC_ORDER {
+            if self.periodic[timer as usize].is_some_and(|t| t <= now) {
+                self.periodic[timer as usize] = None;
+                self.fire(timer);
             }
         }
         let mut expired = Vec::new();
@@ -234,7 +263,12 @@ impl Node {
         for request in expired {
             if let Some(entry) = self.pending.get(&request) {
                 if let Pending::Rpc { peer, .. } = entry.what {
-                    log::debug!("[{}] request {} to {} timed out", self.short(), request, peer);
+                    log::debug!(
+                        "[{}] request {} to {} timed out",
+                        self.short(),
+                        request,
+                        peer
+                    );
                 }
                 self.request_failed(request);
             }
@@ -258,7 +292,14 @@ impl Node {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Time> {
         let periodic = self.periodic.iter().flatten().min().copied();
-        [periodic, self.deadlines.next_deadline(), self.storage.next_expiry()].into_iter().flatten().min()
+        [
+            periodic,
+            self.deadlines.next_deadline(),
+            self.storage.next_expiry(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ----- views -----
@@ -294,8 +335,15 @@ impl Node {
     /// The executable spec, checked by the simulator after every event.
     pub fn check_invariants(&self) {
         self.ring.check_invariants();
-        assert!(self.pending.len() <= self.cfg.pending_requests_max + PERIODIC_COUNT + 2 * self.cfg.successors);
-        assert_eq!(self.pending.len(), self.deadlines.len(), "every pending request has one deadline");
+        assert!(
+            self.pending.len()
+                <= self.cfg.pending_requests_max + PERIODIC_COUNT + 2 * self.cfg.successors
+        );
+        assert_eq!(
+            self.pending.len(),
+            self.deadlines.len(),
+            "every pending request has one deadline"
+        );
         assert!(self.storage.bytes_used() <= self.cfg.storage_bytes_max);
     }
 
@@ -306,7 +354,10 @@ impl Node {
     }
 
     fn send(&mut self, to: SocketAddr, request: u64, msg: PeerMsg) {
-        self.transmits.push_back(Transmit { to, frame: Frame { request, msg } });
+        self.transmits.push_back(Transmit {
+            to,
+            frame: Frame { request, msg },
+        });
     }
 
     /// Sends a request and remembers what it waits for, with a deadline of `timeout_ms`.
@@ -351,35 +402,55 @@ impl Node {
     /// A reply to one of our requests.
     fn on_reply(&mut self, from: SocketAddr, request: u64, msg: PeerMsg) {
         let Some(what) = self.take_pending(request) else {
-            log::debug!("[{}] late or unknown reply {} from {}", self.short(), request, from);
+            log::debug!(
+                "[{}] late or unknown reply {} from {}",
+                self.short(),
+                request,
+                from
+            );
             return;
         };
         match what {
             Pending::Lookup { target, purpose } => match msg {
-                PeerMsg::PeerFound { target: t, hops, nodes } if t == target => {
+                PeerMsg::PeerFound {
+                    target: t,
+                    hops,
+                    nodes,
+                } if t == target => {
                     self.stats.lookups += 1;
                     self.stats.lookup_hops += hops as u64;
                     self.lookup_done(purpose, nodes)
                 }
                 other => self.unexpected(from, other, Pending::Lookup { target, purpose }),
             },
-            Pending::Rpc { kind: kind @ (RpcKind::Client { .. } | RpcKind::Push { .. }), .. } => {
-                self.storage_reply(from, kind, msg)
-            }
+            Pending::Rpc {
+                kind: kind @ (RpcKind::Client { .. } | RpcKind::Push { .. }),
+                ..
+            } => self.storage_reply(from, kind, msg),
             Pending::Rpc { kind, .. } => self.maintenance_reply(from, kind, msg),
             Pending::Retry(op) => self.client_resume(op),
         }
     }
 
     fn unexpected(&mut self, from: SocketAddr, msg: PeerMsg, what: Pending) {
-        log::warn!("[{}] {} answered {:?} with type {}", self.short(), from, what, msg.msg_type());
+        log::warn!(
+            "[{}] {} answered {:?} with type {}",
+            self.short(),
+            from,
+            what,
+            msg.msg_type()
+        );
         self.fail(what);
     }
 
     /// A request got no usable answer (timeout, unreachable peer, wrong reply).
     fn request_failed(&mut self, request: u64) {
         if let Some(what) = self.take_pending(request) {
-            if let Pending::Rpc { peer, kind: RpcKind::Stabilize | RpcKind::CheckPredecessor } = &what {
+            if let Pending::Rpc {
+                peer,
+                kind: RpcKind::Stabilize | RpcKind::CheckPredecessor,
+            } = &what
+            {
                 // Zave: a successor or predecessor that does not answer is dead to us.
                 let peer = *peer;
                 self.ring.remove(peer);
@@ -391,19 +462,38 @@ impl Node {
 
     fn fail(&mut self, what: Pending) {
         match what {
-            Pending::Lookup { purpose: Purpose::Client(op), .. } => self.client_retry(op),
-            Pending::Lookup { purpose: Purpose::Join, .. } => self.schedule(Periodic::Join),
-            Pending::Rpc { kind: RpcKind::Client { op, rest }, .. } => self.client_next_replica(op, rest, false),
+            Pending::Lookup {
+                purpose: Purpose::Client(op),
+                ..
+            } => self.client_retry(op),
+            Pending::Lookup {
+                purpose: Purpose::Join,
+                ..
+            } => self.schedule(Periodic::Join),
+            Pending::Rpc {
+                kind: RpcKind::Client { op, rest },
+                ..
+            } => self.client_next_replica(op, rest, false),
             Pending::Retry(op) => self.client_resume(op),
-            Pending::Rpc { kind: RpcKind::Stabilize, .. } => self.stabilize(),
-            Pending::Rpc { kind: RpcKind::StabilizeCandidate { .. }, .. } => self.notify_successor(),
+            Pending::Rpc {
+                kind: RpcKind::Stabilize,
+                ..
+            } => self.stabilize(),
+            Pending::Rpc {
+                kind: RpcKind::StabilizeCandidate { .. },
+                ..
+            } => self.notify_successor(),
             _ => {}
         }
     }
 }
 
-const PERIODIC_ORDER: [Periodic; PERIODIC_COUNT] =
-    [Periodic::Join, Periodic::Stabilize, Periodic::FixFingers, Periodic::CheckPredecessor];
+const PERIODIC_ORDER: [Periodic; PERIODIC_COUNT] = [
+    Periodic::Join,
+    Periodic::Stabilize,
+    Periodic::FixFingers,
+    Periodic::CheckPredecessor,
+];
 
 /// Where [`drive`] puts a node's outputs.
 pub trait Outputs {

@@ -36,17 +36,40 @@ impl Node {
                 self.stats.client_gets += 1;
                 (key, ClientOpKind::Get)
             }
-            ApiRequest::Put { ttl_s, replication, key, value } => {
+            ApiRequest::Put {
+                ttl_s,
+                replication,
+                key,
+                value,
+            } => {
                 self.stats.client_puts += 1;
                 // TTL and replication are hints: clamp them to our policy.
                 let ttl_ms = ttl_s.clamp(1, self.cfg.ttl_max_s) as u64 * 1000;
-                let replication = replication.clamp(self.cfg.replication_min, self.cfg.replication_max);
-                (key, ClientOpKind::Put { value, expires: self.now + ttl_ms, replication })
+                let replication =
+                    replication.clamp(self.cfg.replication_min, self.cfg.replication_max);
+                (
+                    key,
+                    ClientOpKind::Put {
+                        value,
+                        expires: self.now + ttl_ms,
+                        replication,
+                    },
+                )
             }
         };
-        let op = ClientOp { client, key, kind, deadline: self.now + self.cfg.lookup_timeout_ms, attempt: 0 };
+        let op = ClientOp {
+            client,
+            key,
+            kind,
+            deadline: self.now + self.cfg.lookup_timeout_ms,
+            attempt: 0,
+        };
         if self.pending.len() >= self.cfg.pending_requests_max {
-            log::warn!("[{}] {} requests pending; refusing a client request", self.short(), self.pending.len());
+            log::warn!(
+                "[{}] {} requests pending; refusing a client request",
+                self.short(),
+                self.pending.len()
+            );
             return self.client_failed(op);
         }
         self.route(op);
@@ -74,37 +97,85 @@ impl Node {
 
     /// Sends PEER FIND for `target` to the best next hop (the `skip`-th best on retries).
     pub(super) fn start_lookup(&mut self, target: Id, purpose: Purpose, skip: usize) {
-        let next = self.ring.closest_preceding(&target, skip).unwrap_or_else(|| self.ring.successor());
+        let next = self
+            .ring
+            .closest_preceding(&target, skip)
+            .unwrap_or_else(|| self.ring.successor());
         let me = self.ring.me;
-        let msg = PeerMsg::PeerFind { target, hops: 0, reply_to: me.addr };
-        self.request(next.addr, msg, Pending::Lookup { target, purpose }, self.cfg.request_timeout_ms);
+        let msg = PeerMsg::PeerFind {
+            target,
+            hops: 0,
+            last_hop: false,
+            reply_to: me.addr,
+        };
+        self.request(
+            next.addr,
+            msg,
+            Pending::Lookup { target, purpose },
+            self.cfg.request_timeout_ms,
+        );
     }
 
     /// PEER FIND: answer the original asker if we are responsible, else forward it unchanged but for
-    /// the hop count.
-    pub(super) fn on_peer_find(&mut self, request: u64, target: Id, hops: u8, reply_to: SocketAddr) {
+    /// the hop count. A find sent to us as the last hop is answered unless our predecessor pointer
+    /// shows a node that joined in between: then it goes back to that node, again as the last hop.
+    pub(super) fn on_peer_find(
+        &mut self,
+        request: u64,
+        target: Id,
+        hops: u8,
+        last_hop: bool,
+        reply_to: SocketAddr,
+    ) {
         if !self.joined {
             return;
         }
         if hops >= HOPS_MAX {
-            log::warn!("[{}] PEER FIND for {} dropped after {} hops", self.short(), target.short(), hops);
+            log::warn!(
+                "[{}] PEER FIND for {} dropped after {} hops",
+                self.short(),
+                target.short(),
+                hops
+            );
             return;
         }
-        if self.ring.owns(&target) {
-            let nodes = self.nodes_from_me();
-            return self.send(reply_to, request, PeerMsg::PeerFound { target, hops: hops + 1, nodes });
-        }
-        let next = if self.ring.successor_owns(&target) {
-            self.ring.successor()
-        } else {
-            self.ring.closest_preceding(&target, 0).unwrap_or_else(|| self.ring.successor())
+        let (next, next_is_last) = match self.ring.pred {
+            _ if self.ring.owns(&target) => {
+                let nodes = self.nodes_from_me();
+                return self.send(
+                    reply_to,
+                    request,
+                    PeerMsg::PeerFound {
+                        target,
+                        hops: hops + 1,
+                        nodes,
+                    },
+                );
+            }
+            Some(p) if last_hop => (p, true),
+            _ if self.ring.successor_owns(&target) => (self.ring.successor(), true),
+            _ => (
+                self.ring
+                    .closest_preceding(&target, 0)
+                    .unwrap_or_else(|| self.ring.successor()),
+                false,
+            ),
         };
-        self.send(next.addr, request, PeerMsg::PeerFind { target, hops: hops + 1, reply_to });
+        let msg = PeerMsg::PeerFind {
+            target,
+            hops: hops + 1,
+            last_hop: next_is_last,
+            reply_to,
+        };
+        self.send(next.addr, request, msg);
     }
 
     /// Us and our successors: the responsible node first, then the replica holders.
     fn nodes_from_me(&self) -> Vec<Peer> {
-        std::iter::once(self.ring.me).chain(self.ring.succs().iter().copied()).take(PEERS_MAX).collect()
+        std::iter::once(self.ring.me)
+            .chain(self.ring.succs().iter().copied())
+            .take(PEERS_MAX)
+            .collect()
     }
 
     pub(super) fn lookup_done(&mut self, purpose: Purpose, nodes: Vec<Peer>) {
@@ -117,32 +188,51 @@ impl Node {
 
     /// The responsible node and its successors are known: read or write there.
     fn client_at(&mut self, op: ClientOp, nodes: Vec<Peer>) {
-        let Some((&owner, rest)) = nodes.split_first() else { return self.client_retry(op) };
+        let Some((&owner, rest)) = nodes.split_first() else {
+            return self.client_retry(op);
+        };
         let me = self.ring.me;
         match &op.kind {
             ClientOpKind::Get if owner.id == me.id => match self.storage.get(&op.key, self.now) {
                 Some(s) => {
-                    let reply = ApiReply::Success { key: op.key, value: s.value.clone() };
+                    let reply = ApiReply::Success {
+                        key: op.key,
+                        value: s.value.clone(),
+                    };
                     self.replies.push_back((op.client, reply));
                 }
                 // A value stored just before we took over may still sit on the next replicas.
                 None => self.client_next_replica(op, rest.to_vec(), true),
             },
             ClientOpKind::Get => self.storage_get_at(owner, op, rest.to_vec()),
-            ClientOpKind::Put { value, expires, replication } if owner.id == me.id => {
+            ClientOpKind::Put {
+                value,
+                expires,
+                replication,
+            } if owner.id == me.id => {
                 let (value, expires, replication) = (value.clone(), *expires, *replication);
                 if self.store(op.key, &value, expires, replication).is_err() {
                     self.stats.put_failures += 1;
                 }
             }
-            ClientOpKind::Put { value, expires, replication } => {
+            ClientOpKind::Put {
+                value,
+                expires,
+                replication,
+            } => {
                 let msg = PeerMsg::StoragePut {
                     ttl_ms: ttl_ms(*expires, self.now),
                     replication: *replication,
                     key: op.key,
                     value: value.clone(),
                 };
-                let what = Pending::Rpc { peer: owner.addr, kind: RpcKind::Client { op, rest: Vec::new() } };
+                let what = Pending::Rpc {
+                    peer: owner.addr,
+                    kind: RpcKind::Client {
+                        op,
+                        rest: Vec::new(),
+                    },
+                };
                 self.request(owner.addr, msg, what, self.cfg.request_timeout_ms);
             }
         }
@@ -150,8 +240,16 @@ impl Node {
 
     fn storage_get_at(&mut self, holder: Peer, op: ClientOp, rest: Vec<Peer>) {
         let key = op.key;
-        let what = Pending::Rpc { peer: holder.addr, kind: RpcKind::Client { op, rest } };
-        self.request(holder.addr, PeerMsg::StorageGet { key }, what, self.cfg.request_timeout_ms);
+        let what = Pending::Rpc {
+            peer: holder.addr,
+            kind: RpcKind::Client { op, rest },
+        };
+        self.request(
+            holder.addr,
+            PeerMsg::StorageGet { key },
+            what,
+            self.cfg.request_timeout_ms,
+        );
     }
 
     /// The owner did not have the value (`not_found`) or did not answer: try the next replica holder;
@@ -159,10 +257,14 @@ impl Node {
     pub(super) fn client_next_replica(&mut self, op: ClientOp, rest: Vec<Peer>, not_found: bool) {
         let is_get = matches!(op.kind, ClientOpKind::Get);
         match rest.split_first() {
-            Some((&next, more)) if is_get && self.now < op.deadline && next.id != self.ring.me.id => {
+            Some((&next, more))
+                if is_get && self.now < op.deadline && next.id != self.ring.me.id =>
+            {
                 self.storage_get_at(next, op, more.to_vec())
             }
-            Some((_, more)) if is_get && self.now < op.deadline => self.client_next_replica(op, more.to_vec(), not_found),
+            Some((_, more)) if is_get && self.now < op.deadline => {
+                self.client_next_replica(op, more.to_vec(), not_found)
+            }
             _ if not_found => self.client_failed(op),
             _ => self.client_retry(op),
         }
@@ -178,7 +280,13 @@ impl Node {
         let request = self.next_request;
         self.next_request += 1;
         let timer = self.deadlines.insert(self.now + wait, request);
-        self.pending.insert(request, super::PendingEntry { what: Pending::Retry(op), timer });
+        self.pending.insert(
+            request,
+            super::PendingEntry {
+                what: Pending::Retry(op),
+                timer,
+            },
+        );
     }
 
     pub(super) fn client_resume(&mut self, op: ClientOp) {
@@ -189,11 +297,16 @@ impl Node {
         match op.kind {
             ClientOpKind::Get => {
                 self.stats.get_failures += 1;
-                self.replies.push_back((op.client, ApiReply::Failure { key: op.key }));
+                self.replies
+                    .push_back((op.client, ApiReply::Failure { key: op.key }));
             }
             ClientOpKind::Put { .. } => {
                 self.stats.put_failures += 1;
-                log::warn!("[{}] PUT of {} failed: no responsible node answered in time", self.short(), op.key.short());
+                log::warn!(
+                    "[{}] PUT of {} failed: no responsible node answered in time",
+                    self.short(),
+                    op.key.short()
+                );
             }
         }
     }
@@ -201,31 +314,72 @@ impl Node {
     /// Answers to STORAGE requests we sent.
     pub(super) fn storage_reply(&mut self, from: SocketAddr, kind: RpcKind, msg: PeerMsg) {
         match (kind, msg) {
-            (RpcKind::Client { op, .. }, PeerMsg::StorageGetSuccess { key, value, .. }) if key == op.key => {
-                self.replies.push_back((op.client, ApiReply::Success { key, value }));
+            (RpcKind::Client { op, .. }, PeerMsg::StorageGetSuccess { key, value, .. })
+                if key == op.key =>
+            {
+                self.replies
+                    .push_back((op.client, ApiReply::Success { key, value }));
             }
-            (RpcKind::Client { op, rest }, PeerMsg::StorageFailure { reason: FailureReason::NotFound, .. }) => {
-                self.client_next_replica(op, rest, true)
-            }
-            (RpcKind::Client { op, .. }, PeerMsg::StoragePutSuccess { key, value_hash }) if key == op.key => {
-                if let ClientOpKind::Put { value, .. } = &op.kind {
-                    if Id::hash(value) != value_hash {
-                        log::warn!("[{}] {} stored {} with a wrong hash; retrying", self.short(), from, key.short());
-                        self.client_retry(op);
-                    }
+            (
+                RpcKind::Client { op, rest },
+                PeerMsg::StorageFailure {
+                    reason: FailureReason::NotFound,
+                    ..
+                },
+            ) => self.client_next_replica(op, rest, true),
+            (RpcKind::Client { op, .. }, PeerMsg::StoragePutSuccess { key, value_hash })
+                if key == op.key =>
+            {
+                if let ClientOpKind::Put { value, .. } = &op.kind
+                    && Id::hash(value) != value_hash
+                {
+                    log::warn!(
+                        "[{}] {} stored {} with a wrong hash; retrying",
+                        self.short(),
+                        from,
+                        key.short()
+                    );
+                    self.client_retry(op);
                 }
             }
-            (RpcKind::Client { op, .. }, PeerMsg::StorageFailure { reason: FailureReason::Refused, .. }) => {
-                log::warn!("[{}] {} refused to store {} (full)", self.short(), from, op.key.short());
+            (
+                RpcKind::Client { op, .. },
+                PeerMsg::StorageFailure {
+                    reason: FailureReason::Refused,
+                    ..
+                },
+            ) => {
+                log::warn!(
+                    "[{}] {} refused to store {} (full)",
+                    self.short(),
+                    from,
+                    op.key.short()
+                );
                 self.client_failed(op);
             }
-            (RpcKind::Push { key, value_hash }, PeerMsg::StoragePutSuccess { key: k, value_hash: h }) => {
+            (
+                RpcKind::Push { key, value_hash },
+                PeerMsg::StoragePutSuccess {
+                    key: k,
+                    value_hash: h,
+                },
+            ) => {
                 if k != key || h != value_hash {
-                    log::warn!("[{}] {} acknowledged {} with a wrong key or hash", self.short(), from, key.short());
+                    log::warn!(
+                        "[{}] {} acknowledged {} with a wrong key or hash",
+                        self.short(),
+                        from,
+                        key.short()
+                    );
                 }
             }
             (RpcKind::Push { key, .. }, PeerMsg::StorageFailure { .. }) => {
-                log::warn!("[{}] {} refused a copy of {}", self.short(), from, key.short());
+                log::warn!(
+                    "[{}] {} refused a copy of {}",
+                    self.short(),
+                    from,
+                    key.short()
+                );
             }
             (kind, msg) => self.unexpected(from, msg, Pending::Rpc { peer: from, kind }),
         }
@@ -233,31 +387,67 @@ impl Node {
 
     pub(super) fn on_storage_get(&mut self, from: SocketAddr, request: u64, key: Key) {
         let msg = match self.storage.get(&key, self.now) {
-            Some(s) => PeerMsg::StorageGetSuccess { ttl_ms: ttl_ms(s.expires, self.now), key, value: s.value.clone() },
-            None => PeerMsg::StorageFailure { key, reason: FailureReason::NotFound },
+            Some(s) => PeerMsg::StorageGetSuccess {
+                ttl_ms: ttl_ms(s.expires, self.now),
+                key,
+                value: s.value.clone(),
+            },
+            None => PeerMsg::StorageFailure {
+                key,
+                reason: FailureReason::NotFound,
+            },
         };
         self.send(from, request, msg);
     }
 
-    pub(super) fn on_storage_put(&mut self, from: SocketAddr, request: u64, key: Key, value: Bytes, ttl: u32, replication: u8) {
+    pub(super) fn on_storage_put(
+        &mut self,
+        from: SocketAddr,
+        request: u64,
+        key: Key,
+        value: Bytes,
+        ttl: u32,
+        replication: u8,
+    ) {
         let ttl = (ttl as u64).min(self.cfg.ttl_max_s as u64 * 1000);
         let expires = self.now + ttl;
         let msg = match self.store(key, &value, expires, replication) {
-            Ok(()) => PeerMsg::StoragePutSuccess { key, value_hash: Id::hash(&value) },
-            Err(_) => PeerMsg::StorageFailure { key, reason: FailureReason::Refused },
+            Ok(()) => PeerMsg::StoragePutSuccess {
+                key,
+                value_hash: Id::hash(&value),
+            },
+            Err(_) => PeerMsg::StorageFailure {
+                key,
+                reason: FailureReason::Refused,
+            },
         };
         self.send(from, request, msg);
     }
 
     /// Stores locally and, as the primary, copies to the next `replication - 1` successors.
-    fn store(&mut self, key: Key, value: &Bytes, expires: crate::time::Time, replication: u8) -> Result<(), StoreError> {
+    fn store(
+        &mut self,
+        key: Key,
+        value: &Bytes,
+        expires: crate::time::Time,
+        replication: u8,
+    ) -> Result<(), StoreError> {
         if let Err(e) = self.storage.put(key, value, expires) {
-            log::warn!("[{}] refused to store {} ({} bytes): {:?}", self.short(), key.short(), value.len(), e);
+            log::warn!(
+                "[{}] refused to store {} ({} bytes): {:?}",
+                self.short(),
+                key.short(),
+                value.len(),
+                e
+            );
             return Err(e);
         }
         let copies = (replication as usize).saturating_sub(1);
         let targets: Vec<Peer> = self.ring.succs().iter().take(copies).copied().collect();
-        let stored = Stored { value: value.clone(), expires };
+        let stored = Stored {
+            value: value.clone(),
+            expires,
+        };
         for p in targets {
             self.push(p, key, &stored);
         }
@@ -267,9 +457,20 @@ impl Node {
     /// Sends one value to `to` as a plain copy (replication 1); the answer's hash is checked while
     /// there is room to track it.
     fn push(&mut self, to: Peer, key: Key, s: &Stored) {
-        let msg = PeerMsg::StoragePut { ttl_ms: ttl_ms(s.expires, self.now), replication: 1, key, value: s.value.clone() };
+        let msg = PeerMsg::StoragePut {
+            ttl_ms: ttl_ms(s.expires, self.now),
+            replication: 1,
+            key,
+            value: s.value.clone(),
+        };
         if self.pending.len() < self.cfg.pending_requests_max {
-            let what = Pending::Rpc { peer: to.addr, kind: RpcKind::Push { key, value_hash: Id::hash(&s.value) } };
+            let what = Pending::Rpc {
+                peer: to.addr,
+                kind: RpcKind::Push {
+                    key,
+                    value_hash: Id::hash(&s.value),
+                },
+            };
             self.request(to.addr, msg, what, self.cfg.request_timeout_ms);
         } else {
             self.send(to.addr, 0, msg);
@@ -278,10 +479,18 @@ impl Node {
 
     /// A new predecessor took over the keys in `(from, new]`: give it copies (we keep ours as a replica).
     pub(super) fn hand_off(&mut self, from: Id, new: Peer) {
-        let moving: Vec<(Key, Stored)> =
-            self.storage.range(from, new.id, self.now).map(|(k, s)| (*k, s.clone())).collect();
+        let moving: Vec<(Key, Stored)> = self
+            .storage
+            .range(from, new.id, self.now)
+            .map(|(k, s)| (*k, s.clone()))
+            .collect();
         if !moving.is_empty() {
-            log::info!("[{}] handing {} values to {}", self.short(), moving.len(), new.addr);
+            log::info!(
+                "[{}] handing {} values to {}",
+                self.short(),
+                moving.len(),
+                new.addr
+            );
         }
         for (k, s) in moving {
             self.push(new, k, &s);

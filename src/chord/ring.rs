@@ -19,7 +19,13 @@ pub struct Ring {
 
 impl Ring {
     pub fn new(me: Peer, succs_max: usize) -> Ring {
-        Ring { me, pred: None, succs: Vec::new(), succs_max, fingers: vec![None; FINGERS] }
+        Ring {
+            me,
+            pred: None,
+            succs: Vec::new(),
+            succs_max,
+            fingers: vec![None; FINGERS],
+        }
     }
 
     pub fn succs(&self) -> &[Peer] {
@@ -42,7 +48,9 @@ impl Ring {
             if v.len() == self.succs_max {
                 break;
             }
-            let further = v.last().is_none_or(|last| me.distance_to(&last.id) < me.distance_to(&p.id));
+            let further = v
+                .last()
+                .is_none_or(|last| me.distance_to(&last.id) < me.distance_to(&p.id));
             if p.id != me && further {
                 v.push(p);
             }
@@ -97,7 +105,12 @@ impl Ring {
             .copied()
             .collect();
         // Closest to the key first: largest distance from me.
-        cands.sort_by(|a, b| self.me.id.distance_to(&b.id).cmp(&self.me.id.distance_to(&a.id)));
+        cands.sort_by(|a, b| {
+            self.me
+                .id
+                .distance_to(&b.id)
+                .cmp(&self.me.id.distance_to(&a.id))
+        });
         cands.dedup_by_key(|p| p.id);
         cands.get(skip.min(cands.len().saturating_sub(1))).copied()
     }
@@ -114,7 +127,14 @@ impl Ring {
 
     /// Every distinct node this table knows, for the invariant checks and the operator view.
     pub fn known_peers(&self) -> Vec<Peer> {
-        let mut v: Vec<Peer> = self.fingers.iter().flatten().chain(self.succs.iter()).chain(self.pred.iter()).copied().collect();
+        let mut v: Vec<Peer> = self
+            .fingers
+            .iter()
+            .flatten()
+            .chain(self.succs.iter())
+            .chain(self.pred.iter())
+            .copied()
+            .collect();
         v.sort();
         v.dedup();
         v
@@ -122,16 +142,29 @@ impl Ring {
 
     /// Structural invariants (STYLE.md "assertions are the executable spec").
     pub fn check_invariants(&self) {
-        assert!(self.succs.len() <= self.succs_max, "successor list longer than r");
-        assert!(self.succs.iter().all(|p| p.id != self.me.id), "me in my successor list");
+        assert!(
+            self.succs.len() <= self.succs_max,
+            "successor list longer than r"
+        );
+        assert!(
+            self.succs.iter().all(|p| p.id != self.me.id),
+            "me in my successor list"
+        );
         for w in self.succs.windows(2) {
             assert!(
                 self.me.id.distance_to(&w[0].id) < self.me.id.distance_to(&w[1].id),
                 "successor list not ordered by ring distance"
             );
         }
-        assert_eq!(self.fingers[0], self.succs.first().copied(), "finger[0] is not the successor");
-        assert!(self.pred.is_none_or(|p| p.id != self.me.id), "me as my own predecessor");
+        assert_eq!(
+            self.fingers[0],
+            self.succs.first().copied(),
+            "finger[0] is not the successor"
+        );
+        assert!(
+            self.pred.is_none_or(|p| p.id != self.me.id),
+            "me as my own predecessor"
+        );
     }
 }
 
@@ -143,13 +176,25 @@ mod tests {
     fn peer(b: u8) -> Peer {
         let mut id = [0u8; 32];
         id[0] = b;
-        Peer { id: Id(id), addr: SocketAddr::from(([127, 0, 0, 1], b as u16 + 1000)) }
+        Peer {
+            id: Id(id),
+            addr: SocketAddr::from(([127, 0, 0, 1], b as u16 + 1000)),
+        }
     }
 
     #[test]
     fn successor_list_is_cleaned_sorted_and_cut() {
         let mut r = Ring::new(peer(100), 3);
-        r.set_succs([peer(120), peer(100), peer(150), peer(130), peer(150), peer(5), peer(20), peer(50)]);
+        r.set_succs([
+            peer(120),
+            peer(100),
+            peer(150),
+            peer(130),
+            peer(150),
+            peer(5),
+            peer(20),
+            peer(50),
+        ]);
         let ids: Vec<u8> = r.succs().iter().map(|p| p.id.0[0]).collect();
         assert_eq!(ids, vec![120, 150, 5]);
         // An entry that wraps back before an earlier one is not adopted.
@@ -167,7 +212,9 @@ mod tests {
         r.set_succs([peer(200)]);
         r.pred = Some(peer(50));
         assert!(r.owns(&k(100)) && r.owns(&k(51)) && !r.owns(&k(50)) && !r.owns(&k(150)));
-        assert!(r.successor_owns(&k(150)) && r.successor_owns(&k(200)) && !r.successor_owns(&k(201)));
+        assert!(
+            r.successor_owns(&k(150)) && r.successor_owns(&k(200)) && !r.successor_owns(&k(201))
+        );
     }
 
     #[test]

@@ -1,0 +1,662 @@
+//! The production driver: one thread, one `mio::Poll`, both listeners and every connection in one
+//! `Slab`, a timer wheel for idle connections, and the sans-IO [`Node`] fed from the sockets.
+//!
+//! Owns the sockets and nothing of the protocol: bytes are decoded here into typed requests and
+//! frames, handed to the core, and the core's outputs are encoded into per-connection write buffers
+//! that are flushed once per loop turn (batched writes).
+
+mod conn;
+
+use crate::chord::{self, ClientId, Node, Outputs, Transmit};
+use crate::config::{Config, ReactorConfig};
+use crate::time::Time;
+use crate::wheel::TimerWheel;
+use crate::wire::api::{self, ApiReply};
+use crate::wire::p2p::{self, Frame, Peer, PeerMsg};
+use conn::{Conn, Role};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+use std::collections::HashMap;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const API_LISTENER: Token = Token(0);
+const P2P_LISTENER: Token = Token(1);
+const WAKER: Token = Token(2);
+const SIGNALS: Token = Token(3);
+/// Connection tokens are slab keys offset past the fixed tokens.
+const FIRST_CONN: usize = 4;
+/// Bytes read per `read` call.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Stops a running reactor from another thread (tests, testnet) or a signal.
+#[derive(Clone)]
+pub struct StopHandle {
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl StopHandle {
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+pub struct Reactor {
+    poll: Poll,
+    node: Node,
+    net: Net,
+    api_listener: TcpListener,
+    p2p_listener: TcpListener,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    signals: Option<mio::net::UnixStream>,
+}
+
+/// The connections, kept apart from the node so the node can write into them through [`Outputs`].
+struct Net {
+    registry: mio::Registry,
+    cfg: ReactorConfig,
+    conns: Slab<Conn>,
+    /// Peer name → connection used to send to it.
+    peers: HashMap<SocketAddr, usize>,
+    idle: TimerWheel<(usize, u32)>,
+    next_generation: u32,
+    /// Connections with bytes to flush this turn.
+    dirty: Vec<usize>,
+    /// Connections whose reading resumed after backpressure: their buffered frames wait.
+    resumed: Vec<usize>,
+    scratch: Box<[u8]>,
+    /// Peers found unreachable while the node was borrowed; reported after the drive.
+    unreachable: Vec<SocketAddr>,
+    me: Peer,
+    start: Instant,
+}
+
+impl Reactor {
+    /// Binds both listeners (port 0 picks a free port) and creates the node.
+    pub fn bind(cfg: &Config, seed: u64) -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let mut api_listener = TcpListener::bind(cfg.reactor.api_address)?;
+        let mut p2p_listener = TcpListener::bind(cfg.reactor.p2p_address)?;
+        poll.registry()
+            .register(&mut api_listener, API_LISTENER, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut p2p_listener, P2P_LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let p2p_addr = p2p_listener.local_addr()?;
+        let start = Instant::now();
+        let node = Node::new(cfg.node.clone(), p2p_addr, seed, Time::ZERO);
+        let net = Net {
+            registry: poll.registry().try_clone()?,
+            cfg: cfg.reactor.clone(),
+            conns: Slab::new(),
+            peers: HashMap::new(),
+            idle: TimerWheel::new(100, 512, Time::ZERO),
+            next_generation: 0,
+            dirty: Vec::new(),
+            resumed: Vec::new(),
+            scratch: vec![0u8; READ_CHUNK].into_boxed_slice(),
+            unreachable: Vec::new(),
+            me: node.me(),
+            start,
+        };
+        Ok(Reactor {
+            poll,
+            node,
+            net,
+            api_listener,
+            p2p_listener,
+            stop: Arc::new(AtomicBool::new(false)),
+            waker,
+            signals: None,
+        })
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_listener.local_addr().expect("bound listener")
+    }
+
+    pub fn p2p_addr(&self) -> SocketAddr {
+        self.p2p_listener.local_addr().expect("bound listener")
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            stop: self.stop.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// SIGINT and SIGTERM stop the loop (through a self-pipe, so the poll wakes at once).
+    pub fn stop_on_signals(&mut self) -> io::Result<()> {
+        let (read, write) = std::os::unix::net::UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, write.try_clone()?)?;
+        signal_hook::low_level::pipe::register(signal_hook::consts::SIGTERM, write)?;
+        let mut read = mio::net::UnixStream::from_std(read);
+        self.poll
+            .registry()
+            .register(&mut read, SIGNALS, Interest::READABLE)?;
+        self.signals = Some(read);
+        Ok(())
+    }
+
+    /// Runs until stopped.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut next_timeout = self.flush_outputs();
+        while !self.stop.load(Ordering::SeqCst) {
+            let now = self.net.now();
+            let wake = [next_timeout, self.net.idle.next_deadline()]
+                .into_iter()
+                .flatten()
+                .min();
+            let wait = wake.map(|t| Duration::from_millis(t.ms_since(now)));
+            if let Err(e) = self.poll.poll(&mut events, wait) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    API_LISTENER => self.accept(Role::Api),
+                    P2P_LISTENER => self.accept(Role::Peer),
+                    WAKER => {}
+                    SIGNALS => self.on_signal(),
+                    Token(t) => {
+                        self.on_conn_event(t - FIRST_CONN, event.is_readable(), event.is_writable())
+                    }
+                }
+            }
+            let now = self.net.now();
+            if next_timeout.is_some_and(|t| t <= now) {
+                self.node.handle_timeout(now);
+            }
+            self.net.expire_idle(now);
+            next_timeout = self.flush_outputs();
+            while !self.net.resumed.is_empty() {
+                for key in std::mem::take(&mut self.net.resumed) {
+                    if self.net.conns.contains(key) {
+                        self.on_readable(key);
+                    }
+                }
+                next_timeout = self.flush_outputs();
+            }
+        }
+        log::info!("[{}] stopping", self.node.me().id.short());
+        Ok(())
+    }
+
+    fn on_signal(&mut self) {
+        let mut buf = [0u8; 64];
+        if let Some(s) = self.signals.as_mut() {
+            while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+        }
+        log::info!("signal received; shutting down");
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Drains the node into the connections, reports unreachable peers back, and writes.
+    fn flush_outputs(&mut self) -> Option<Time> {
+        let mut next = chord::drive(&mut self.node, &mut self.net);
+        while !self.net.unreachable.is_empty() {
+            let now = self.net.now();
+            for peer in std::mem::take(&mut self.net.unreachable) {
+                self.node.handle_peer_unreachable(peer, now);
+            }
+            next = chord::drive(&mut self.node, &mut self.net);
+        }
+        for key in std::mem::take(&mut self.net.dirty) {
+            self.net.flush(key);
+        }
+        // Flushing may have found broken connections.
+        if !self.net.unreachable.is_empty() {
+            self.flush_outputs()
+        } else {
+            next
+        }
+    }
+
+    fn accept(&mut self, role: Role) {
+        loop {
+            let listener = if role == Role::Api {
+                &self.api_listener
+            } else {
+                &self.p2p_listener
+            };
+            match listener.accept() {
+                Ok((stream, remote)) => {
+                    if self.net.conns.len() >= self.net.cfg.connections_max {
+                        log::warn!(
+                            "refusing {:?} connection from {}: connections_max {} reached",
+                            role,
+                            remote,
+                            self.net.cfg.connections_max
+                        );
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    if let Err(e) = self.net.add(stream, role, remote, false) {
+                        log::warn!("cannot register connection from {remote}: {e}");
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_conn_event(&mut self, key: usize, readable: bool, writable: bool) {
+        if writable && self.net.conns.contains(key) {
+            self.net.on_writable(key);
+        }
+        if readable
+            && self
+                .net
+                .conns
+                .get(key)
+                .is_some_and(|c| !c.reading_paused && c.connected)
+        {
+            self.on_readable(key);
+        }
+    }
+
+    /// Reads what the socket has (up to the buffer bound), then handles whole frames one by one,
+    /// stopping when the reply buffer is full (backpressure).
+    fn on_readable(&mut self, key: usize) {
+        let frame_max = match self.net.conns[key].role {
+            Role::Api => u16::MAX as usize,
+            Role::Peer => self.net.cfg.p2p_frame_bytes_max,
+        };
+        let mut eof = false;
+        let now = self.net.now();
+        let scratch = &mut self.net.scratch;
+        let c = &mut self.net.conns[key];
+        // Read into one reused scratch buffer and append only what arrived (no zeroing per read).
+        while c.rbuf.len() < frame_max + READ_CHUNK {
+            match c.stream.read(&mut scratch[..]) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => c.rbuf.extend_from_slice(&scratch[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("read from {} failed: {e}", c.remote);
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        c.last_active = now;
+        self.handle_frames(key, now);
+        if eof && self.net.conns.contains(key) {
+            self.net.close(key, "closed by the other side", false);
+        }
+    }
+
+    fn handle_frames(&mut self, key: usize, now: Time) {
+        loop {
+            let Some(c) = self.net.conns.get_mut(key) else {
+                return;
+            };
+            if c.wbuf.len() >= self.net.cfg.connection_buffer_bytes_max {
+                self.net.pause_reading(key);
+                return;
+            }
+            match c.role {
+                Role::Api => match api::decode_request(&mut c.rbuf) {
+                    Ok(Some(req)) => {
+                        let client = client_id(key, c.generation);
+                        self.node.handle_client_req(client, req, now);
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        return self
+                            .net
+                            .close(key, &format!("API protocol violation: {e}"), false);
+                    }
+                },
+                Role::Peer => {
+                    match p2p::decode_frame(&mut c.rbuf, self.net.cfg.p2p_frame_bytes_max) {
+                        Ok(Some(Frame {
+                            msg: PeerMsg::Hello { node },
+                            ..
+                        })) => self.net.on_hello(key, node),
+                        Ok(Some(frame)) => {
+                            let from = c.peer_name;
+                            self.node.handle_peer_msg(from, frame, now);
+                        }
+                        Ok(None) => return,
+                        Err(e) => {
+                            return self.net.close(
+                                key,
+                                &format!("P2P protocol violation: {e}"),
+                                false,
+                            );
+                        }
+                    }
+                }
+            }
+            // Replies land in the write buffers now, so the bound above sees them.
+            let _ = chord::drive(&mut self.node, &mut self.net);
+        }
+    }
+}
+
+fn client_id(key: usize, generation: u32) -> ClientId {
+    ((generation as u64) << 32) | key as u64
+}
+
+impl Net {
+    fn now(&self) -> Time {
+        Time(self.start.elapsed().as_millis() as u64)
+    }
+
+    fn add(
+        &mut self,
+        mut stream: TcpStream,
+        role: Role,
+        remote: SocketAddr,
+        outbound: bool,
+    ) -> io::Result<usize> {
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let interest = if outbound {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        self.registry
+            .register(&mut stream, Token(key + FIRST_CONN), interest)?;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let now = Time(self.start.elapsed().as_millis() as u64);
+        entry.insert(Conn::new(
+            stream,
+            role,
+            self.next_generation,
+            remote,
+            outbound,
+            now,
+        ));
+        let timeout_ms = self.idle_timeout_ms(role);
+        let generation = self.next_generation;
+        self.conns[key].idle_timer = Some(self.idle.insert(now + timeout_ms, (key, generation)));
+        if role == Role::Peer {
+            self.peers.entry(remote).or_insert(key);
+        }
+        Ok(key)
+    }
+
+    fn idle_timeout_ms(&self, role: Role) -> u64 {
+        1000 * match role {
+            Role::Api => self.cfg.api_idle_timeout_s,
+            Role::Peer => self.cfg.peer_idle_timeout_s,
+        }
+    }
+
+    /// The connection to send to `peer` on: an existing one, or a new outbound one that starts with HELLO.
+    fn conn_to(&mut self, peer: SocketAddr) -> Option<usize> {
+        if let Some(&key) = self.peers.get(&peer) {
+            return Some(key);
+        }
+        if self.conns.len() >= self.cfg.connections_max {
+            log::warn!(
+                "[{}] cannot dial {}: connections_max reached",
+                self.me.id.short(),
+                peer
+            );
+            return None;
+        }
+        let stream = match TcpStream::connect(peer) {
+            Ok(s) => s,
+            Err(e) => {
+                log::debug!("[{}] connect to {} failed: {e}", self.me.id.short(), peer);
+                self.unreachable.push(peer);
+                return None;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let key = self.add(stream, Role::Peer, peer, true).ok()?;
+        self.peers.insert(peer, key);
+        Frame::new(0, PeerMsg::Hello { node: self.me }).encode(&mut self.conns[key].wbuf);
+        Some(key)
+    }
+
+    fn on_hello(&mut self, key: usize, node: Peer) {
+        let c = &mut self.conns[key];
+        if self.peers.get(&c.peer_name) == Some(&key) {
+            self.peers.remove(&c.peer_name);
+        }
+        c.peer_name = node.addr;
+        self.peers.entry(node.addr).or_insert(key);
+    }
+
+    fn on_writable(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if c.outbound && !c.connected {
+            match c.stream.take_error() {
+                Ok(None) if c.stream.peer_addr().is_ok() => c.connected = true,
+                Ok(None) => return, // not yet connected (spurious wake-up)
+                _ => return self.close(key, "connect failed", true),
+            }
+        }
+        self.flush(key);
+    }
+
+    /// Writes the buffer until it is empty or the socket is full; keeps WRITABLE interest only
+    /// while bytes remain, and resumes reading once the buffer has drained below half.
+    fn flush(&mut self, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !c.connected {
+            return;
+        }
+        while !c.wbuf.is_empty() {
+            match c.stream.write(&c.wbuf) {
+                Ok(0) => return self.close(key, "write returned 0", true),
+                Ok(n) => {
+                    let _ = c.wbuf.split_to(n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return self.close(key, &format!("write failed: {e}"), true),
+            }
+        }
+        let want_writable = !c.wbuf.is_empty();
+        let resume = c.reading_paused && c.wbuf.len() < self.cfg.connection_buffer_bytes_max / 2;
+        if resume {
+            c.reading_paused = false;
+            self.resumed.push(key);
+        }
+        if want_writable != c.writable_interest || resume {
+            c.writable_interest = want_writable;
+            self.reregister(key);
+        }
+    }
+
+    fn pause_reading(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if !c.reading_paused {
+            log::debug!(
+                "pausing reads from {}: {} bytes unsent",
+                c.remote,
+                c.wbuf.len()
+            );
+            c.reading_paused = true;
+            self.reregister(key);
+        }
+    }
+
+    fn reregister(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        let interest = match (c.reading_paused, c.writable_interest) {
+            (false, false) => Interest::READABLE,
+            (false, true) => Interest::READABLE | Interest::WRITABLE,
+            // Never both off: keep WRITABLE so a drained buffer wakes us.
+            (true, _) => Interest::WRITABLE,
+        };
+        if let Err(e) = self
+            .registry
+            .reregister(&mut c.stream, Token(key + FIRST_CONN), interest)
+        {
+            log::warn!("reregister failed for {}: {e}", c.remote);
+        }
+    }
+
+    fn close(&mut self, key: usize, why: &str, unreachable: bool) {
+        let Some(mut c) = self.conns.try_remove(key) else {
+            return;
+        };
+        let _ = self.registry.deregister(&mut c.stream);
+        if let Some(t) = c.idle_timer {
+            self.idle.cancel(t);
+        }
+        if self.peers.get(&c.peer_name) == Some(&key) {
+            self.peers.remove(&c.peer_name);
+        }
+        let level = if unreachable || why.contains("violation") {
+            log::Level::Info
+        } else {
+            log::Level::Debug
+        };
+        log::log!(
+            level,
+            "[{}] closing {:?} connection with {} ({}): {}",
+            self.me.id.short(),
+            c.role,
+            c.peer_name,
+            c.remote,
+            why
+        );
+        if unreachable && c.role == Role::Peer && c.outbound {
+            self.unreachable.push(c.peer_name);
+        }
+    }
+
+    fn expire_idle(&mut self, now: Time) {
+        let mut expired = Vec::new();
+        self.idle.expire(now, &mut expired);
+        for (key, generation) in expired {
+            let Some(c) = self.conns.get(key).filter(|c| c.generation == generation) else {
+                continue;
+            };
+            let deadline = c.last_active + self.idle_timeout_ms(c.role);
+            if deadline > now {
+                let t = self.idle.insert(deadline, (key, generation));
+                self.conns[key].idle_timer = Some(t);
+            } else {
+                self.conns[key].idle_timer = None;
+                self.close(key, "idle", false);
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        if self.conns[key].wbuf.is_empty() {
+            self.dirty.push(key);
+        }
+    }
+}
+
+impl Outputs for Net {
+    fn transmit(&mut self, t: Transmit) {
+        let Some(key) = self.conn_to(t.to) else {
+            return;
+        };
+        let limit = self
+            .cfg
+            .connection_buffer_bytes_max
+            .max(4 * self.cfg.p2p_frame_bytes_max);
+        if self.conns[key].wbuf.len() + t.frame.encoded_len() > limit {
+            log::warn!(
+                "[{}] send buffer to {} full; dropping a type {} frame",
+                self.me.id.short(),
+                t.to,
+                t.frame.msg.msg_type()
+            );
+            return;
+        }
+        self.mark_dirty(key);
+        t.frame.encode(&mut self.conns[key].wbuf);
+    }
+
+    fn client_reply(&mut self, client: ClientId, reply: ApiReply) {
+        let (key, generation) = ((client & 0xffff_ffff) as usize, (client >> 32) as u32);
+        if self
+            .conns
+            .get(key)
+            .is_none_or(|c| c.generation != generation)
+        {
+            return; // the client has gone
+        }
+        self.mark_dirty(key);
+        reply.encode(&mut self.conns[key].wbuf);
+    }
+}
+
+/// A node running on its own thread (tests, testnet, benches). Dropping it stops the node.
+pub struct RunningNode {
+    pub api: SocketAddr,
+    pub p2p: SocketAddr,
+    pub id: crate::id::Id,
+    stop: StopHandle,
+    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+impl RunningNode {
+    /// Binds a node for `cfg` and runs it on a new thread.
+    pub fn spawn(cfg: &Config, seed: u64) -> io::Result<RunningNode> {
+        let reactor = Reactor::bind(cfg, seed)?;
+        let (api, p2p, id) = (
+            reactor.api_addr(),
+            reactor.p2p_addr(),
+            reactor.node().me().id,
+        );
+        let stop = reactor.stop_handle();
+        let thread = std::thread::Builder::new()
+            .name(format!("node-{}", p2p.port()))
+            .spawn(move || reactor.run())?;
+        Ok(RunningNode {
+            api,
+            p2p,
+            id,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the node and waits for its thread.
+    pub fn stop(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.stop.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RunningNode {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}

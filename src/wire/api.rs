@@ -18,8 +18,15 @@ pub const VALUE_BYTES_MAX: usize = u16::MAX as usize - PUT_FIXED_BYTES;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ApiRequest {
-    Put { ttl_s: u16, replication: u8, key: Key, value: Bytes },
-    Get { key: Key },
+    Put {
+        ttl_s: u16,
+        replication: u8,
+        key: Key,
+        value: Bytes,
+    },
+    Get {
+        key: Key,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,7 +51,9 @@ pub enum ApiError {
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ApiError::SizeBelowHeader { size } => write!(f, "size {size} is below the 4-byte header"),
+            ApiError::SizeBelowHeader { size } => {
+                write!(f, "size {size} is below the 4-byte header")
+            }
             ApiError::UnknownType { msg_type } => write!(f, "unknown message type {msg_type}"),
             ApiError::BadSize { msg_type, size } => {
                 write!(f, "size {size} does not fit the layout of type {msg_type}")
@@ -101,29 +110,45 @@ pub fn decode_request(buf: &mut BytesMut) -> Result<Option<ApiRequest>, ApiError
             check_request_size(u16::from_be_bytes([buf[2], buf[3]]), size)?;
         }
     }
-    let Some((msg_type, mut body)) = split_frame(buf)? else { return Ok(None) };
+    let Some((msg_type, mut body)) = split_frame(buf)? else {
+        return Ok(None);
+    };
     Ok(Some(match msg_type {
-        DHT_GET => ApiRequest::Get { key: get_key(&mut body) },
+        DHT_GET => ApiRequest::Get {
+            key: get_key(&mut body),
+        },
         _ => {
             let ttl_s = body.get_u16();
             let replication = body.get_u8();
             let _reserved = body.get_u8();
             let key = get_key(&mut body);
-            ApiRequest::Put { ttl_s, replication, key, value: body.freeze() }
+            ApiRequest::Put {
+                ttl_s,
+                replication,
+                key,
+                value: body.freeze(),
+            }
         }
     }))
 }
 
 /// Decodes one reply (the client side: CLI and tests).
 pub fn decode_reply(buf: &mut BytesMut) -> Result<Option<ApiReply>, ApiError> {
-    let Some((msg_type, mut body)) = split_frame(buf)? else { return Ok(None) };
+    let Some((msg_type, mut body)) = split_frame(buf)? else {
+        return Ok(None);
+    };
     let size = (body.len() + HEADER_BYTES) as u16;
     match msg_type {
         DHT_SUCCESS if body.len() >= 32 => {
             let key = get_key(&mut body);
-            Ok(Some(ApiReply::Success { key, value: body.freeze() }))
+            Ok(Some(ApiReply::Success {
+                key,
+                value: body.freeze(),
+            }))
         }
-        DHT_FAILURE if body.len() == 32 => Ok(Some(ApiReply::Failure { key: get_key(&mut body) })),
+        DHT_FAILURE if body.len() == 32 => Ok(Some(ApiReply::Failure {
+            key: get_key(&mut body),
+        })),
         DHT_SUCCESS | DHT_FAILURE => Err(ApiError::BadSize { msg_type, size }),
         _ => Err(ApiError::UnknownType { msg_type }),
     }
@@ -134,7 +159,12 @@ impl ApiRequest {
     /// caller (CLI, tests) checks against [`VALUE_BYTES_MAX`] first.
     pub fn encode(&self, out: &mut impl BufMut) {
         match self {
-            ApiRequest::Put { ttl_s, replication, key, value } => {
+            ApiRequest::Put {
+                ttl_s,
+                replication,
+                key,
+                value,
+            } => {
                 assert!(!value.is_empty() && value.len() <= VALUE_BYTES_MAX);
                 out.put_u16((PUT_FIXED_BYTES + value.len()) as u16);
                 out.put_u16(DHT_PUT);
@@ -198,7 +228,12 @@ mod tests {
     #[test]
     fn requests_round_trip_even_byte_by_byte() {
         let reqs = vec![
-            ApiRequest::Put { ttl_s: 60, replication: 3, key: key(1), value: Bytes::from_static(b"v") },
+            ApiRequest::Put {
+                ttl_s: 60,
+                replication: 3,
+                key: key(1),
+                value: Bytes::from_static(b"v"),
+            },
             ApiRequest::Get { key: key(2) },
             ApiRequest::Put {
                 ttl_s: 0,
@@ -227,7 +262,10 @@ mod tests {
     #[test]
     fn replies_round_trip() {
         for r in [
-            ApiReply::Success { key: key(9), value: Bytes::from_static(b"hello") },
+            ApiReply::Success {
+                key: key(9),
+                value: Bytes::from_static(b"hello"),
+            },
             ApiReply::Failure { key: key(8) },
         ] {
             let mut b = encoded(|b| r.encode(b));
@@ -238,7 +276,12 @@ mod tests {
 
     #[test]
     fn put_layout_is_byte_exact() {
-        let req = ApiRequest::Put { ttl_s: 0x0102, replication: 3, key: key(0xaa), value: Bytes::from_static(b"xy") };
+        let req = ApiRequest::Put {
+            ttl_s: 0x0102,
+            replication: 3,
+            key: key(0xaa),
+            value: Bytes::from_static(b"xy"),
+        };
         let b = encoded(|b| req.encode(b));
         assert_eq!(&b[..8], &[0, 42, 0x02, 0x8a, 0x01, 0x02, 3, 0]);
         assert_eq!(&b[8..40], &[0xaa; 32]);
@@ -258,11 +301,37 @@ mod tests {
         let cases = [
             (raw(3, DHT_GET, &[]), ApiError::SizeBelowHeader { size: 3 }),
             (raw(0, 0, &[]), ApiError::SizeBelowHeader { size: 0 }),
-            (raw(36, 500, &[0; 32]), ApiError::UnknownType { msg_type: 500 }),
-            (raw(36, DHT_SUCCESS, &[0; 32]), ApiError::UnknownType { msg_type: DHT_SUCCESS }),
-            (raw(37, DHT_GET, &[0; 33]), ApiError::BadSize { msg_type: DHT_GET, size: 37 }),
-            (raw(35, DHT_GET, &[0; 31]), ApiError::BadSize { msg_type: DHT_GET, size: 35 }),
-            (raw(39, DHT_PUT, &[0; 35]), ApiError::BadSize { msg_type: DHT_PUT, size: 39 }),
+            (
+                raw(36, 500, &[0; 32]),
+                ApiError::UnknownType { msg_type: 500 },
+            ),
+            (
+                raw(36, DHT_SUCCESS, &[0; 32]),
+                ApiError::UnknownType {
+                    msg_type: DHT_SUCCESS,
+                },
+            ),
+            (
+                raw(37, DHT_GET, &[0; 33]),
+                ApiError::BadSize {
+                    msg_type: DHT_GET,
+                    size: 37,
+                },
+            ),
+            (
+                raw(35, DHT_GET, &[0; 31]),
+                ApiError::BadSize {
+                    msg_type: DHT_GET,
+                    size: 35,
+                },
+            ),
+            (
+                raw(39, DHT_PUT, &[0; 35]),
+                ApiError::BadSize {
+                    msg_type: DHT_PUT,
+                    size: 39,
+                },
+            ),
             (raw(40, DHT_PUT, &[0; 36]), ApiError::EmptyValue),
         ];
         for (mut frame, err) in cases {
@@ -275,7 +344,10 @@ mod tests {
         // Only the header of a GET that claims 60000 bytes: refused now, not after 60000 bytes.
         assert_eq!(
             decode_request(&mut raw(60000, DHT_GET, &[])),
-            Err(ApiError::BadSize { msg_type: DHT_GET, size: 60000 })
+            Err(ApiError::BadSize {
+                msg_type: DHT_GET,
+                size: 60000
+            })
         );
         // A truncated but well-formed GET just waits.
         assert_eq!(decode_request(&mut raw(36, DHT_GET, &[0; 10])), Ok(None));

@@ -46,5 +46,9 @@ pub(crate) fn get_addr(buf: &mut impl Buf) -> Option<SocketAddr> {
 
 /// Bytes [`put_addr`] writes for `addr`.
 pub(crate) fn addr_len(addr: &SocketAddr) -> usize {
-    if addr.is_ipv4() { 1 + 4 + 2 } else { 1 + 16 + 2 }
+    if addr.is_ipv4() {
+        1 + 4 + 2
+    } else {
+        1 + 16 + 2
+    }
 }

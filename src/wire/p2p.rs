@@ -51,30 +51,71 @@ pub enum FailureReason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerMsg {
     /// Fetch the value under `key`.
-    StorageGet { key: Key },
+    StorageGet {
+        key: Key,
+    },
     /// Store a value for `ttl_ms` more milliseconds. `replication` > 1 asks the receiver, as the key's
     /// primary, to copy it to its next `replication - 1` successors; replicas get `replication` 1.
-    StoragePut { ttl_ms: u32, replication: u8, key: Key, value: Bytes },
-    StorageGetSuccess { ttl_ms: u32, key: Key, value: Bytes },
+    StoragePut {
+        ttl_ms: u32,
+        replication: u8,
+        key: Key,
+        value: Bytes,
+    },
+    StorageGetSuccess {
+        ttl_ms: u32,
+        key: Key,
+        value: Bytes,
+    },
     /// Carries the SHA-256 of the stored value; the sender checks it against what it sent.
-    StoragePutSuccess { key: Key, value_hash: Id },
-    StorageFailure { key: Key, reason: FailureReason },
+    StoragePutSuccess {
+        key: Key,
+        value_hash: Id,
+    },
+    StorageFailure {
+        key: Key,
+        reason: FailureReason,
+    },
     /// Find the node responsible for `target`; forwarded recursively, answered to `reply_to`.
-    PeerFind { target: Id, hops: u8, reply_to: SocketAddr },
+    /// `last_hop`: the sender's successor pointer says the receiver is responsible.
+    PeerFind {
+        target: Id,
+        hops: u8,
+        last_hop: bool,
+        reply_to: SocketAddr,
+    },
     /// `nodes[0]` is responsible for `target`; the rest are its successors (the replica holders).
-    PeerFound { target: Id, hops: u8, nodes: Vec<Peer> },
+    PeerFound {
+        target: Id,
+        hops: u8,
+        nodes: Vec<Peer>,
+    },
     PredecessorGet,
     /// The answerer's predecessor and successor list (Zave's stabilize asks for both at once).
-    PredecessorReply { pred: Option<Peer>, succs: Vec<Peer> },
+    PredecessorReply {
+        pred: Option<Peer>,
+        succs: Vec<Peer>,
+    },
     /// "I may be your predecessor" (Chord's notify; the receiver rectifies).
-    PredecessorSet { node: Peer },
+    PredecessorSet {
+        node: Peer,
+    },
     /// First message on every connection a node opens: who is speaking.
-    Hello { node: Peer },
+    Hello {
+        node: Peer,
+    },
     Ping,
     Pong,
     /// Operator view: ask a node for its ring pointers and storage counts.
     InfoGet,
-    InfoReply { node: Peer, pred: Option<Peer>, succs: Vec<Peer>, values_primary: u32, values_replica: u32, bytes_stored: u64 },
+    InfoReply {
+        node: Peer,
+        pred: Option<Peer>,
+        succs: Vec<Peer>,
+        values_primary: u32,
+        values_replica: u32,
+        bytes_stored: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,19 +126,32 @@ pub struct Frame {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum P2pError {
-    BadMagic { magic: u32 },
-    SizeBelowHeader { size: u32 },
-    FrameTooLarge { size: u32, max: usize },
-    UnknownType { msg_type: u16 },
+    BadMagic {
+        magic: u32,
+    },
+    SizeBelowHeader {
+        size: u32,
+    },
+    FrameTooLarge {
+        size: u32,
+        max: usize,
+    },
+    UnknownType {
+        msg_type: u16,
+    },
     /// The body does not match the layout of its type.
-    Malformed { msg_type: u16 },
+    Malformed {
+        msg_type: u16,
+    },
 }
 
 impl fmt::Display for P2pError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             P2pError::BadMagic { magic } => write!(f, "bad magic number {magic:#010x}"),
-            P2pError::SizeBelowHeader { size } => write!(f, "frame size {size} is below the header"),
+            P2pError::SizeBelowHeader { size } => {
+                write!(f, "frame size {size} is below the header")
+            }
             P2pError::FrameTooLarge { size, max } => write!(f, "frame size {size} exceeds {max}"),
             P2pError::UnknownType { msg_type } => write!(f, "unknown message type {msg_type}"),
             P2pError::Malformed { msg_type } => write!(f, "malformed body for type {msg_type}"),
@@ -136,14 +190,20 @@ impl PeerMsg {
             PeerMsg::StorageGetSuccess { value, .. } => 4 + 32 + value.len(),
             PeerMsg::StoragePutSuccess { .. } => 64,
             PeerMsg::StorageFailure { .. } => 33,
-            PeerMsg::PeerFind { reply_to, .. } => 33 + addr_len(reply_to),
+            PeerMsg::PeerFind { reply_to, .. } => 34 + addr_len(reply_to),
             PeerMsg::PeerFound { nodes, .. } => 34 + nodes.iter().map(peer_len).sum::<usize>(),
             PeerMsg::PredecessorGet | PeerMsg::Ping | PeerMsg::Pong | PeerMsg::InfoGet => 0,
             PeerMsg::PredecessorReply { pred, succs } => {
                 2 + pred.as_ref().map_or(0, peer_len) + succs.iter().map(peer_len).sum::<usize>()
             }
-            PeerMsg::InfoReply { node, pred, succs, .. } => {
-                peer_len(node) + 2 + pred.as_ref().map_or(0, peer_len) + succs.iter().map(peer_len).sum::<usize>() + 16
+            PeerMsg::InfoReply {
+                node, pred, succs, ..
+            } => {
+                peer_len(node)
+                    + 2
+                    + pred.as_ref().map_or(0, peer_len)
+                    + succs.iter().map(peer_len).sum::<usize>()
+                    + 16
             }
             PeerMsg::PredecessorSet { node } | PeerMsg::Hello { node } => peer_len(node),
         }
@@ -169,7 +229,12 @@ impl Frame {
         out.put_u64(self.request);
         match &self.msg {
             PeerMsg::StorageGet { key } => out.put_slice(&key.0),
-            PeerMsg::StoragePut { ttl_ms, replication, key, value } => {
+            PeerMsg::StoragePut {
+                ttl_ms,
+                replication,
+                key,
+                value,
+            } => {
                 out.put_u32(*ttl_ms);
                 out.put_u8(*replication);
                 out.put_slice(&key.0);
@@ -188,12 +253,22 @@ impl Frame {
                 out.put_slice(&key.0);
                 out.put_u8(*reason as u8);
             }
-            PeerMsg::PeerFind { target, hops, reply_to } => {
+            PeerMsg::PeerFind {
+                target,
+                hops,
+                last_hop,
+                reply_to,
+            } => {
                 out.put_slice(&target.0);
                 out.put_u8(*hops);
+                out.put_u8(*last_hop as u8);
                 put_addr(out, reply_to);
             }
-            PeerMsg::PeerFound { target, hops, nodes } => {
+            PeerMsg::PeerFound {
+                target,
+                hops,
+                nodes,
+            } => {
                 assert!(nodes.len() <= PEERS_MAX);
                 out.put_slice(&target.0);
                 out.put_u8(*hops);
@@ -201,7 +276,14 @@ impl Frame {
             }
             PeerMsg::PredecessorGet | PeerMsg::Ping | PeerMsg::Pong | PeerMsg::InfoGet => {}
             PeerMsg::PredecessorReply { pred, succs } => put_pred_succs(out, pred, succs),
-            PeerMsg::InfoReply { node, pred, succs, values_primary, values_replica, bytes_stored } => {
+            PeerMsg::InfoReply {
+                node,
+                pred,
+                succs,
+                values_primary,
+                values_replica,
+                bytes_stored,
+            } => {
                 put_peer(out, node);
                 put_pred_succs(out, pred, succs);
                 out.put_u32(*values_primary);
@@ -256,7 +338,10 @@ pub fn decode_frame(buf: &mut BytesMut, frame_bytes_max: usize) -> Result<Option
         return Err(P2pError::SizeBelowHeader { size });
     }
     if size as usize > frame_bytes_max {
-        return Err(P2pError::FrameTooLarge { size, max: frame_bytes_max });
+        return Err(P2pError::FrameTooLarge {
+            size,
+            max: frame_bytes_max,
+        });
     }
     if buf.len() < size as usize {
         return Ok(None);
@@ -272,7 +357,9 @@ pub fn decode_frame(buf: &mut BytesMut, frame_bytes_max: usize) -> Result<Option
 fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
     let bad = P2pError::Malformed { msg_type };
     let msg = match msg_type {
-        STORAGE_GET => PeerMsg::StorageGet { key: take_id(&mut b).ok_or(bad.clone())? },
+        STORAGE_GET => PeerMsg::StorageGet {
+            key: take_id(&mut b).ok_or(bad.clone())?,
+        },
         STORAGE_PUT => {
             if b.len() < 4 + 1 + 32 + 1 {
                 return Err(bad);
@@ -280,7 +367,12 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
             let ttl_ms = b.get_u32();
             let replication = b.get_u8();
             let key = take_id(&mut b).ok_or(bad.clone())?;
-            PeerMsg::StoragePut { ttl_ms, replication, key, value: b.split().freeze() }
+            PeerMsg::StoragePut {
+                ttl_ms,
+                replication,
+                key,
+                value: b.split().freeze(),
+            }
         }
         STORAGE_GET_SUCCESS => {
             if b.len() < 4 + 32 + 1 {
@@ -288,11 +380,18 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
             }
             let ttl_ms = b.get_u32();
             let key = take_id(&mut b).ok_or(bad.clone())?;
-            PeerMsg::StorageGetSuccess { ttl_ms, key, value: b.split().freeze() }
+            PeerMsg::StorageGetSuccess {
+                ttl_ms,
+                key,
+                value: b.split().freeze(),
+            }
         }
         STORAGE_PUT_SUCCESS => {
             let key = take_id(&mut b).ok_or(bad.clone())?;
-            PeerMsg::StoragePutSuccess { key, value_hash: take_id(&mut b).ok_or(bad.clone())? }
+            PeerMsg::StoragePutSuccess {
+                key,
+                value_hash: take_id(&mut b).ok_or(bad.clone())?,
+            }
         }
         STORAGE_FAILURE => {
             let key = take_id(&mut b).ok_or(bad.clone())?;
@@ -306,7 +405,17 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
         PEER_FIND => {
             let target = take_id(&mut b).ok_or(bad.clone())?;
             let hops = take_u8(&mut b).ok_or(bad.clone())?;
-            PeerMsg::PeerFind { target, hops, reply_to: get_addr(&mut b).ok_or(bad.clone())? }
+            let last_hop = match take_u8(&mut b) {
+                Some(0) => false,
+                Some(1) => true,
+                _ => return Err(bad),
+            };
+            PeerMsg::PeerFind {
+                target,
+                hops,
+                last_hop,
+                reply_to: get_addr(&mut b).ok_or(bad.clone())?,
+            }
         }
         PEER_FOUND => {
             let target = take_id(&mut b).ok_or(bad.clone())?;
@@ -315,7 +424,11 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
             if nodes.is_empty() {
                 return Err(bad);
             }
-            PeerMsg::PeerFound { target, hops, nodes }
+            PeerMsg::PeerFound {
+                target,
+                hops,
+                nodes,
+            }
         }
         PREDECESSOR_GET => PeerMsg::PredecessorGet,
         PING => PeerMsg::Ping,
@@ -331,11 +444,23 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
             if b.remaining() != 16 {
                 return Err(bad);
             }
-            let (values_primary, values_replica, bytes_stored) = (b.get_u32(), b.get_u32(), b.get_u64());
-            PeerMsg::InfoReply { node, pred, succs, values_primary, values_replica, bytes_stored }
+            let (values_primary, values_replica, bytes_stored) =
+                (b.get_u32(), b.get_u32(), b.get_u64());
+            PeerMsg::InfoReply {
+                node,
+                pred,
+                succs,
+                values_primary,
+                values_replica,
+                bytes_stored,
+            }
         }
-        PREDECESSOR_SET => PeerMsg::PredecessorSet { node: take_peer(&mut b).ok_or(bad.clone())? },
-        HELLO => PeerMsg::Hello { node: take_peer(&mut b).ok_or(bad.clone())? },
+        PREDECESSOR_SET => PeerMsg::PredecessorSet {
+            node: take_peer(&mut b).ok_or(bad.clone())?,
+        },
+        HELLO => PeerMsg::Hello {
+            node: take_peer(&mut b).ok_or(bad.clone())?,
+        },
         _ => return Err(P2pError::UnknownType { msg_type }),
     };
     // Trailing bytes are a layout mismatch too (values take the rest, so they never leave any).
@@ -360,7 +485,10 @@ fn take_id(b: &mut BytesMut) -> Option<Id> {
 
 fn take_peer(b: &mut BytesMut) -> Option<Peer> {
     let id = take_id(b)?;
-    Some(Peer { id, addr: get_addr(b)? })
+    Some(Peer {
+        id,
+        addr: get_addr(b)?,
+    })
 }
 
 fn take_pred_succs(b: &mut BytesMut) -> Option<(Option<Peer>, Vec<Peer>)> {
@@ -387,7 +515,10 @@ mod tests {
     const MAX: usize = 70_000;
 
     fn peer(b: u8, port: u16) -> Peer {
-        Peer { id: Id([b; 32]), addr: SocketAddr::from(([127, 0, 0, b], port)) }
+        Peer {
+            id: Id([b; 32]),
+            addr: SocketAddr::from(([127, 0, 0, b], port)),
+        }
     }
 
     fn all_messages() -> Vec<PeerMsg> {
@@ -395,16 +526,55 @@ mod tests {
         let v6: SocketAddr = "[::1]:9000".parse().unwrap();
         vec![
             PeerMsg::StorageGet { key: k },
-            PeerMsg::StoragePut { ttl_ms: 1234, replication: 3, key: k, value: Bytes::from(vec![1; 65495]) },
-            PeerMsg::StorageGetSuccess { ttl_ms: 9, key: k, value: Bytes::from_static(b"v") },
-            PeerMsg::StoragePutSuccess { key: k, value_hash: Id::hash(b"v") },
-            PeerMsg::StorageFailure { key: k, reason: FailureReason::NotFound },
-            PeerMsg::StorageFailure { key: k, reason: FailureReason::Refused },
-            PeerMsg::PeerFind { target: k, hops: 7, reply_to: v6 },
-            PeerMsg::PeerFound { target: k, hops: 2, nodes: vec![peer(1, 1), Peer { id: k, addr: v6 }] },
+            PeerMsg::StoragePut {
+                ttl_ms: 1234,
+                replication: 3,
+                key: k,
+                value: Bytes::from(vec![1; 65495]),
+            },
+            PeerMsg::StorageGetSuccess {
+                ttl_ms: 9,
+                key: k,
+                value: Bytes::from_static(b"v"),
+            },
+            PeerMsg::StoragePutSuccess {
+                key: k,
+                value_hash: Id::hash(b"v"),
+            },
+            PeerMsg::StorageFailure {
+                key: k,
+                reason: FailureReason::NotFound,
+            },
+            PeerMsg::StorageFailure {
+                key: k,
+                reason: FailureReason::Refused,
+            },
+            PeerMsg::PeerFind {
+                target: k,
+                hops: 7,
+                last_hop: true,
+                reply_to: v6,
+            },
+            PeerMsg::PeerFind {
+                target: k,
+                hops: 0,
+                last_hop: false,
+                reply_to: peer(1, 1).addr,
+            },
+            PeerMsg::PeerFound {
+                target: k,
+                hops: 2,
+                nodes: vec![peer(1, 1), Peer { id: k, addr: v6 }],
+            },
             PeerMsg::PredecessorGet,
-            PeerMsg::PredecessorReply { pred: None, succs: vec![] },
-            PeerMsg::PredecessorReply { pred: Some(peer(3, 3)), succs: vec![peer(4, 4), peer(5, 5)] },
+            PeerMsg::PredecessorReply {
+                pred: None,
+                succs: vec![],
+            },
+            PeerMsg::PredecessorReply {
+                pred: Some(peer(3, 3)),
+                succs: vec![peer(4, 4), peer(5, 5)],
+            },
             PeerMsg::PredecessorSet { node: peer(6, 6) },
             PeerMsg::Hello { node: peer(7, 7) },
             PeerMsg::Ping,
@@ -423,8 +593,11 @@ mod tests {
 
     #[test]
     fn every_message_round_trips_whole_and_in_pieces() {
-        let frames: Vec<Frame> =
-            all_messages().into_iter().enumerate().map(|(i, m)| Frame::new(i as u64 * 77, m)).collect();
+        let frames: Vec<Frame> = all_messages()
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| Frame::new(i as u64 * 77, m))
+            .collect();
         let mut all = BytesMut::new();
         for f in &frames {
             let before = all.len();
@@ -449,7 +622,12 @@ mod tests {
     fn header_layout_is_byte_exact() {
         let mut b = BytesMut::new();
         Frame::new(0x0102030405060708, PeerMsg::Ping).encode(&mut b);
-        assert_eq!(&b[..], &[0x56, 0x50, 0x44, 0x48, 0, 0, 0, 18, 0x04, 0x21, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(
+            &b[..],
+            &[
+                0x56, 0x50, 0x44, 0x48, 0, 0, 0, 18, 0x04, 0x21, 1, 2, 3, 4, 5, 6, 7, 8
+            ]
+        );
     }
 
     fn header(magic: u32, size: u32, msg_type: u16) -> BytesMut {
@@ -463,29 +641,51 @@ mod tests {
 
     #[test]
     fn bad_frames_are_typed_errors() {
-        assert_eq!(decode_frame(&mut header(1, 18, PING), MAX), Err(P2pError::BadMagic { magic: 1 }));
+        assert_eq!(
+            decode_frame(&mut header(1, 18, PING), MAX),
+            Err(P2pError::BadMagic { magic: 1 })
+        );
         // A foreign magic is refused from its first 4 bytes.
         assert_eq!(
             decode_frame(&mut BytesMut::from(&b"GET "[..]), MAX),
             Err(P2pError::BadMagic { magic: 0x47455420 })
         );
-        assert_eq!(decode_frame(&mut header(MAGIC, 17, PING), MAX), Err(P2pError::SizeBelowHeader { size: 17 }));
+        assert_eq!(
+            decode_frame(&mut header(MAGIC, 17, PING), MAX),
+            Err(P2pError::SizeBelowHeader { size: 17 })
+        );
         assert_eq!(
             decode_frame(&mut header(MAGIC, 70_001, STORAGE_PUT), MAX),
-            Err(P2pError::FrameTooLarge { size: 70_001, max: MAX })
+            Err(P2pError::FrameTooLarge {
+                size: 70_001,
+                max: MAX
+            })
         );
-        assert_eq!(decode_frame(&mut header(MAGIC, 18, 999), MAX), Err(P2pError::UnknownType { msg_type: 999 }));
+        assert_eq!(
+            decode_frame(&mut header(MAGIC, 18, 999), MAX),
+            Err(P2pError::UnknownType { msg_type: 999 })
+        );
         assert_eq!(
             decode_frame(&mut header(MAGIC, 18, STORAGE_GET), MAX),
-            Err(P2pError::Malformed { msg_type: STORAGE_GET })
+            Err(P2pError::Malformed {
+                msg_type: STORAGE_GET
+            })
         );
         let mut trailing = header(MAGIC, 19, PING);
         trailing.put_u8(0);
-        assert_eq!(decode_frame(&mut trailing, MAX), Err(P2pError::Malformed { msg_type: PING }));
+        assert_eq!(
+            decode_frame(&mut trailing, MAX),
+            Err(P2pError::Malformed { msg_type: PING })
+        );
         let mut too_many = header(MAGIC, 18 + 32 + 1 + 1, PEER_FOUND);
         too_many.put_slice(&[0; 33]);
         too_many.put_u8(200);
-        assert_eq!(decode_frame(&mut too_many, MAX), Err(P2pError::Malformed { msg_type: PEER_FOUND }));
+        assert_eq!(
+            decode_frame(&mut too_many, MAX),
+            Err(P2pError::Malformed {
+                msg_type: PEER_FOUND
+            })
+        );
     }
 
     #[test]
@@ -493,7 +693,10 @@ mod tests {
         let mut full = BytesMut::new();
         Frame::new(1, PeerMsg::Hello { node: peer(1, 2) }).encode(&mut full);
         for cut in 0..full.len() {
-            assert_eq!(decode_frame(&mut BytesMut::from(&full[..cut]), MAX), Ok(None));
+            assert_eq!(
+                decode_frame(&mut BytesMut::from(&full[..cut]), MAX),
+                Ok(None)
+            );
         }
         let mut rng = crate::time::Prng::new(5);
         for _ in 0..50_000 {

@@ -1,0 +1,75 @@
+//! Several nodes in one process on 127.0.0.1 (each its own reactor thread), joined into one ring:
+//! for people who want a ring to play with, and for the loopback tests and benches.
+
+use crate::client;
+use crate::config::Config;
+use crate::reactor::RunningNode;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// A config for a loopback test node on OS-picked ports, with fast maintenance timers.
+pub fn loopback_config(bootstrap: Vec<SocketAddr>) -> Config {
+    let mut cfg = Config::default();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    cfg.reactor.api_address = any;
+    cfg.reactor.p2p_address = any;
+    cfg.node.bootstrap = bootstrap;
+    cfg.node.stabilize_interval_ms = 200;
+    cfg.node.fix_fingers_interval_ms = 100;
+    cfg.node.check_predecessor_interval_ms = 400;
+    cfg.node.request_timeout_ms = 500;
+    cfg
+}
+
+/// Starts `count` nodes: the first alone, the others joining through it.
+pub fn start(count: usize, seed: u64) -> io::Result<Vec<RunningNode>> {
+    let first = RunningNode::spawn(&loopback_config(Vec::new()), seed)?;
+    let boot = vec![first.p2p];
+    let mut nodes = vec![first];
+    for i in 1..count {
+        nodes.push(RunningNode::spawn(
+            &loopback_config(boot.clone()),
+            seed.wrapping_add(i as u64),
+        )?);
+    }
+    Ok(nodes)
+}
+
+/// Waits until walking the ring from the first node visits every node, in id order.
+pub fn wait_for_ring(nodes: &[RunningNode], within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    let mut want: Vec<_> = nodes.iter().map(|n| n.p2p).collect();
+    want.sort_by_key(|a| crate::id::Id::of_addr(*a));
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match ring_order(nodes[0].p2p) {
+            Ok(walk) if is_rotation(&walk, &want) => return Ok(()),
+            Ok(walk) => last = format!("walk visited {} of {} nodes", walk.len(), want.len()),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(last)
+}
+
+/// The P2P addresses met walking the ring from `start`.
+pub fn ring_order(start: SocketAddr) -> io::Result<Vec<SocketAddr>> {
+    Ok(client::walk_ring(start, 10_000, Duration::from_secs(1))?
+        .into_iter()
+        .map(|n| n.node.addr)
+        .collect())
+}
+
+/// Is `walk` the sorted ring `want`, started anywhere?
+pub fn is_rotation(walk: &[SocketAddr], want: &[SocketAddr]) -> bool {
+    if walk.len() != want.len() {
+        return false;
+    }
+    let Some(at) = want.iter().position(|a| *a == walk[0]) else {
+        return false;
+    };
+    walk.iter()
+        .enumerate()
+        .all(|(i, a)| *a == want[(at + i) % want.len()])
+}

@@ -85,9 +85,9 @@ impl Node {
             self.stats.lookups_local += 1;
             let nodes = self.nodes_from_me();
             self.client_at(op, nodes);
-        } else if self.ring.successor_owns(&key) {
+        } else if let Some((i, _)) = self.ring.owner_in_succs(&key) {
             self.stats.lookups_local += 1;
-            let nodes = self.ring.succs().to_vec();
+            let nodes = self.ring.succs()[i..].to_vec();
             self.client_at(op, nodes);
         } else {
             let skip = op.attempt;
@@ -139,8 +139,10 @@ impl Node {
             );
             return;
         }
+        // Without a predecessor we trust a sender whose successor pointer names us.
+        let answer = self.ring.owns(&target) || (last_hop && self.ring.pred.is_none());
         let (next, next_is_last) = match self.ring.pred {
-            _ if self.ring.owns(&target) => {
+            _ if answer => {
                 let nodes = self.nodes_from_me();
                 return self.send(
                     reply_to,
@@ -153,13 +155,15 @@ impl Node {
                 );
             }
             Some(p) if last_hop => (p, true),
-            _ if self.ring.successor_owns(&target) => (self.ring.successor(), true),
-            _ => (
-                self.ring
-                    .closest_preceding(&target, 0)
-                    .unwrap_or_else(|| self.ring.successor()),
-                false,
-            ),
+            _ => match self.ring.owner_in_succs(&target) {
+                Some((_, owner)) => (owner, true),
+                None => (
+                    self.ring
+                        .closest_preceding(&target, 0)
+                        .unwrap_or_else(|| self.ring.successor()),
+                    false,
+                ),
+            },
         };
         let msg = PeerMsg::PeerFind {
             target,

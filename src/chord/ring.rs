@@ -79,18 +79,32 @@ impl Ring {
     }
 
     /// Is this node responsible for `key`, i.e. `key ∈ (pred, me]`? Alone, it owns everything.
-    /// Without a predecessor it trusts the asker (the key's predecessor sent it here).
+    /// Without a predecessor it cannot tell, and claims nothing: claiming wrongly would place a
+    /// joining node at the wrong spot of the ring.
     pub fn owns(&self, key: &Id) -> bool {
         match self.pred {
             _ if self.succs.is_empty() => true,
             Some(p) => in_half_open(key, &p.id, &self.me.id),
-            None => true,
+            None => false,
         }
     }
 
     /// Is `key ∈ (me, successor]`, so the successor is responsible?
     pub fn successor_owns(&self, key: &Id) -> bool {
         !self.succs.is_empty() && in_half_open(key, &self.me.id, &self.successor().id)
+    }
+
+    /// The successor-list entry responsible for `key` (`key ∈ (previous entry, entry]`), if the key
+    /// falls within the stretch of ring our successor list covers: a lookup's last hops for free.
+    pub fn owner_in_succs(&self, key: &Id) -> Option<(usize, Peer)> {
+        let mut prev = self.me.id;
+        for (i, s) in self.succs.iter().enumerate() {
+            if in_half_open(key, &prev, &s.id) {
+                return Some((i, *s));
+            }
+            prev = s.id;
+        }
+        None
     }
 
     /// The known node that most closely precedes `key` (Chord's closest_preceding_node over fingers and
@@ -210,6 +224,7 @@ mod tests {
         let k = |b: u8| peer(b).id;
         assert!(r.owns(&k(7)));
         r.set_succs([peer(200)]);
+        assert!(!r.owns(&k(100)), "without a predecessor a node claims nothing");
         r.pred = Some(peer(50));
         assert!(r.owns(&k(100)) && r.owns(&k(51)) && !r.owns(&k(50)) && !r.owns(&k(150)));
         assert!(

@@ -1,1 +1,336 @@
+//! A deterministic discrete-event simulator that drives the very same [`Node`] as the reactor:
+//! one heap of `(time, seq, event)`, a seeded network with latency, loss and crashes, and the
+//! reference model ([`oracle`]) as the judge. The same seed gives the same trace hash.
 
+pub mod oracle;
+
+use crate::chord::{self, ClientId, Node, Outputs, Transmit};
+use crate::config::NodeConfig;
+use crate::id::{Id, Key};
+use crate::time::{Prng, Time};
+use crate::wire::api::{ApiReply, ApiRequest};
+use crate::wire::p2p::{Frame, PeerMsg};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::net::SocketAddr;
+
+/// The simulated network.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    pub latency_min_ms: u64,
+    pub latency_max_ms: u64,
+    /// Chance that a message is lost (the request then times out).
+    pub loss: f64,
+}
+
+impl Default for NetConfig {
+    fn default() -> NetConfig {
+        NetConfig { latency_min_ms: 5, latency_max_ms: 50, loss: 0.0 }
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    Deliver { from: SocketAddr, to: SocketAddr, frame: Frame },
+    Unreachable { at: SocketAddr, peer: SocketAddr },
+    Timer { at: SocketAddr },
+    Client { at: SocketAddr, client: ClientId, req: ApiRequest },
+}
+
+struct Scheduled {
+    time: Time,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, o: &Self) -> bool {
+        (self.time, self.seq) == (o.time, o.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.time, self.seq).cmp(&(o.time, o.seq))
+    }
+}
+
+pub struct SimNode {
+    pub node: Node,
+    /// The wake-up the node asked for last; older timer events are stale.
+    wake: Option<Time>,
+}
+
+/// The answer to a probe lookup: the node named responsible, and the PEER FIND messages it took.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeResult {
+    pub key: Key,
+    pub owner: Id,
+    pub path_length: u8,
+}
+
+/// The address probes are answered to; no node lives there.
+pub const PROBER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(127, 255, 255, 254), 1));
+
+pub struct Sim {
+    pub seed: u64,
+    now: Time,
+    seq: u64,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    pub nodes: BTreeMap<SocketAddr, SimNode>,
+    node_cfg: NodeConfig,
+    net: NetConfig,
+    rng: Prng,
+    /// Per directed link, the last delivery time: links are FIFO like TCP.
+    link_clock: BTreeMap<(SocketAddr, SocketAddr), Time>,
+    next_addr: u32,
+    trace: u64,
+    pub events: u64,
+    pub replies: Vec<(SocketAddr, ClientId, ApiReply)>,
+    pub probes: Vec<ProbeResult>,
+    probe_keys: BTreeMap<u64, Key>,
+    /// Check the global ring invariants after every event (the local ones are always checked).
+    pub check_every_event: bool,
+}
+
+impl Sim {
+    pub fn new(seed: u64, node_cfg: NodeConfig, net: NetConfig) -> Sim {
+        Sim {
+            seed,
+            now: Time::ZERO,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            nodes: BTreeMap::new(),
+            node_cfg,
+            net,
+            rng: Prng::new(seed),
+            link_clock: BTreeMap::new(),
+            next_addr: 0,
+            trace: 0xcbf2_9ce4_8422_2325,
+            events: 0,
+            replies: Vec::new(),
+            probes: Vec::new(),
+            probe_keys: BTreeMap::new(),
+            check_every_event: true,
+        }
+    }
+
+    /// A node config tuned like the papers' simulations but faster: stabilize every second.
+    pub fn default_node_config() -> NodeConfig {
+        let mut c = crate::config::Config::default().node;
+        c.request_timeout_ms = 500;
+        c.stabilize_interval_ms = 1000;
+        c.fix_fingers_interval_ms = 250;
+        c.check_predecessor_interval_ms = 2000;
+        c
+    }
+
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    /// FNV-1a over every event handled: equal seeds must give equal hashes.
+    pub fn trace_hash(&self) -> u64 {
+        self.trace
+    }
+
+    /// Adds a node at `now`; it joins through `bootstrap` (or starts the ring when `None`).
+    pub fn add_node(&mut self, bootstrap: Option<SocketAddr>) -> SocketAddr {
+        self.next_addr += 1;
+        let n = self.next_addr;
+        let addr = SocketAddr::from(([127, 1, (n >> 8) as u8, n as u8], 7000 + (n >> 16) as u16));
+        let mut cfg = self.node_cfg.clone();
+        cfg.bootstrap = bootstrap.into_iter().collect();
+        let seed = self.rng.next_u64();
+        let node = Node::new(cfg, addr, seed, self.now);
+        self.nodes.insert(addr, SimNode { node, wake: None });
+        self.after_handle(addr);
+        addr
+    }
+
+    /// The node stops at once: messages to it fail, nothing is handed over.
+    pub fn crash(&mut self, addr: SocketAddr) {
+        self.nodes.remove(&addr);
+    }
+
+    pub fn client_request(&mut self, at: SocketAddr, client: ClientId, req: ApiRequest) {
+        self.schedule(self.now, Event::Client { at, client, req });
+    }
+
+    /// Asks node `at` (as a stranger would) who is responsible for `key`; the answer lands in `probes`.
+    pub fn probe(&mut self, at: SocketAddr, key: Key) {
+        self.seq += 1;
+        let request = self.seq;
+        self.probe_keys.insert(request, key);
+        let msg = PeerMsg::PeerFind { target: key, hops: 0, last_hop: false, reply_to: PROBER };
+        self.schedule(self.now, Event::Deliver { from: PROBER, to: at, frame: Frame::new(request, msg) });
+    }
+
+    /// Runs events until simulated time `until`.
+    pub fn run_until(&mut self, until: Time) {
+        while let Some(Reverse(s)) = self.queue.peek() {
+            if s.time > until {
+                break;
+            }
+            let Reverse(s) = self.queue.pop().unwrap();
+            self.now = s.time;
+            self.step(s.event);
+        }
+        self.now = self.now.max(until);
+    }
+
+    pub fn run_for(&mut self, ms: u64) {
+        self.run_until(self.now + ms);
+    }
+
+    /// Runs in steps of `step_ms` until `cond` holds; returns the time it took, or `None` by `limit_ms`.
+    pub fn run_until_cond(&mut self, step_ms: u64, limit_ms: u64, mut cond: impl FnMut(&Sim) -> bool) -> Option<u64> {
+        let start = self.now;
+        while self.now.ms_since(start) < limit_ms {
+            if cond(self) {
+                return Some(self.now.ms_since(start));
+            }
+            self.run_for(step_ms);
+        }
+        cond(self).then(|| self.now.ms_since(start))
+    }
+
+    fn step(&mut self, event: Event) {
+        self.events += 1;
+        let at = match event {
+            Event::Deliver { from, to, frame } => {
+                self.hash_event(1, to, frame.msg.msg_type() as u64);
+                if to == PROBER {
+                    self.on_probe_answer(frame);
+                    return;
+                }
+                let Some(n) = self.nodes.get_mut(&to) else { return };
+                n.node.handle_peer_msg(from, frame, self.now);
+                to
+            }
+            Event::Unreachable { at, peer } => {
+                self.hash_event(2, at, 0);
+                let Some(n) = self.nodes.get_mut(&at) else { return };
+                n.node.handle_peer_unreachable(peer, self.now);
+                at
+            }
+            Event::Timer { at } => {
+                let Some(n) = self.nodes.get_mut(&at) else { return };
+                if n.wake != Some(self.now) {
+                    return; // superseded by a later request
+                }
+                n.wake = None;
+                n.node.handle_timeout(self.now);
+                self.hash_event(3, at, 0);
+                at
+            }
+            Event::Client { at, client, req } => {
+                self.hash_event(4, at, client);
+                let Some(n) = self.nodes.get_mut(&at) else { return };
+                n.node.handle_client_req(client, req, self.now);
+                at
+            }
+        };
+        self.after_handle(at);
+        self.nodes[&at].node.check_invariants();
+        if self.check_every_event {
+            if let Err(e) = oracle::check_rings(self) {
+                panic!("seed {}: invariant broken at {} ms: {e} (replay with SIM_SEED={})", self.seed, self.now.0, self.seed);
+            }
+        }
+    }
+
+    fn on_probe_answer(&mut self, frame: Frame) {
+        if let (Some(key), PeerMsg::PeerFound { hops, nodes, .. }) = (self.probe_keys.remove(&frame.request), frame.msg) {
+            // The prober's own message to the first node is not part of the lookup path.
+            self.probes.push(ProbeResult { key, owner: nodes[0].id, path_length: hops.saturating_sub(1) });
+        }
+    }
+
+    /// Drains the node's outputs into the network and re-arms its timer.
+    fn after_handle(&mut self, at: SocketAddr) {
+        let mut out = Collected::default();
+        let n = self.nodes.get_mut(&at).expect("live node");
+        let wake = chord::drive(&mut n.node, &mut out);
+        if wake != n.wake {
+            n.wake = wake;
+            if let Some(t) = wake {
+                self.schedule(t.max(self.now), Event::Timer { at });
+            }
+        }
+        for t in out.transmits {
+            self.transmit(at, t);
+        }
+        for (client, reply) in out.replies {
+            self.replies.push((at, client, reply));
+        }
+    }
+
+    fn transmit(&mut self, from: SocketAddr, t: Transmit) {
+        let latency = self.net.latency_min_ms + self.rng.below(self.net.latency_max_ms - self.net.latency_min_ms + 1);
+        if t.to != PROBER && !self.nodes.contains_key(&t.to) {
+            // Connection refused: the sender learns it after a round trip.
+            self.schedule(self.now + 2 * latency, Event::Unreachable { at: from, peer: t.to });
+            return;
+        }
+        if self.net.loss > 0.0 && self.rng.chance(self.net.loss) {
+            return;
+        }
+        let clock = self.link_clock.entry((from, t.to)).or_insert(Time::ZERO);
+        let at = (self.now + latency).max(*clock);
+        *clock = at;
+        self.schedule(at, Event::Deliver { from, to: t.to, frame: t.frame });
+    }
+
+    fn schedule(&mut self, time: Time, event: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse(Scheduled { time, seq: self.seq, event }));
+    }
+
+    fn hash_event(&mut self, kind: u64, at: SocketAddr, detail: u64) {
+        let port = at.port() as u64;
+        let ip = match at.ip() {
+            std::net::IpAddr::V4(v) => u32::from(v) as u64,
+            std::net::IpAddr::V6(_) => 0,
+        };
+        for x in [self.now.0, kind, ip, port, detail] {
+            self.trace = (self.trace ^ x).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    /// Live node addresses in ring (id) order.
+    pub fn live_sorted(&self) -> Vec<(Id, SocketAddr)> {
+        let mut v: Vec<(Id, SocketAddr)> = self.nodes.iter().map(|(a, n)| (n.node.me().id, *a)).collect();
+        v.sort();
+        v
+    }
+
+    pub fn node(&self, addr: SocketAddr) -> &Node {
+        &self.nodes[&addr].node
+    }
+}
+
+#[derive(Default)]
+struct Collected {
+    transmits: Vec<Transmit>,
+    replies: Vec<(ClientId, ApiReply)>,
+}
+
+impl Outputs for Collected {
+    fn transmit(&mut self, t: Transmit) {
+        self.transmits.push(t);
+    }
+    fn client_reply(&mut self, client: ClientId, reply: ApiReply) {
+        self.replies.push((client, reply));
+    }
+}
+
+/// The seed to run: `SIM_SEED` from the environment (to replay a failure), else `default`.
+pub fn seed_from_env(default: u64) -> u64 {
+    std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}

@@ -1,0 +1,85 @@
+//! 16 nodes over real TCP on 127.0.0.1 (in-process reactors on OS-picked ports): the ring forms,
+//! every value is found through every node, joins and a killed node change no answer.
+
+mod common;
+
+use bytes::{Bytes, BytesMut};
+use common::{key, wait_until};
+use std::collections::HashMap;
+use std::time::Duration;
+use voidphone_dht::client::ApiClient;
+use voidphone_dht::id::Key;
+use voidphone_dht::reactor::RunningNode;
+use voidphone_dht::testnet::{self, loopback_config};
+use voidphone_dht::wire::api::{ApiReply, ApiRequest};
+
+const CONVERGE: Duration = Duration::from_secs(30);
+
+fn ring_is_whole(nodes: &[RunningNode]) -> bool {
+    let mut want: Vec<_> = nodes.iter().map(|n| n.p2p).collect();
+    want.sort_by_key(|a| voidphone_dht::id::Id::of_addr(*a));
+    nodes.iter().all(|n| testnet::ring_order(n.p2p).is_ok_and(|walk| testnet::is_rotation(&walk, &want)))
+}
+
+/// GETs every key through `node` on one pipelined connection; returns the keys not found right.
+fn missing_through(node: &RunningNode, values: &HashMap<Key, Bytes>) -> Vec<Key> {
+    let mut c = ApiClient::connect(node.api).unwrap();
+    let mut batch = BytesMut::new();
+    for k in values.keys() {
+        ApiRequest::Get { key: *k }.encode(&mut batch);
+    }
+    c.send_raw(&batch).unwrap();
+    let mut missing = Vec::new();
+    for _ in 0..values.len() {
+        match c.recv().unwrap() {
+            ApiReply::Success { key, value } if values.get(&key) == Some(&value) => {}
+            other => missing.push(*other.key()),
+        }
+    }
+    missing
+}
+
+fn all_found_everywhere(nodes: &[RunningNode], values: &HashMap<Key, Bytes>) -> bool {
+    nodes.iter().all(|n| missing_through(n, values).is_empty())
+}
+
+#[test]
+fn sixteen_nodes_joining_one_by_one_form_one_ordered_ring() {
+    let first = RunningNode::spawn(&loopback_config(Vec::new()), 11).unwrap();
+    let boot = vec![first.p2p];
+    let mut nodes = vec![first];
+    for i in 1..16u64 {
+        nodes.push(RunningNode::spawn(&loopback_config(boot.clone()), 11 + i).unwrap());
+        wait_until(CONVERGE, &format!("ring of {}", nodes.len()), || ring_is_whole(&nodes));
+    }
+}
+
+#[test]
+fn values_are_found_through_every_node_across_joins_and_a_kill() {
+    let mut nodes = testnet::start(16, 21).unwrap();
+    wait_until(CONVERGE, "16 nodes joined concurrently form one ring", || ring_is_whole(&nodes));
+
+    // 300 values PUT through nodes in turn, replication 3.
+    let mut values = HashMap::new();
+    let mut clients: Vec<ApiClient> = nodes.iter().map(|n| ApiClient::connect(n.api).unwrap()).collect();
+    for i in 0..300u64 {
+        let v = Bytes::from(format!("value-{i}"));
+        clients[(i as usize * 7) % 16].put(key(i), &v, 600, 3).unwrap();
+        values.insert(key(i), v);
+    }
+    drop(clients);
+    wait_until(CONVERGE, "every value found through every node", || all_found_everywhere(&nodes, &values));
+
+    // A node joining after the values were stored changes none of the answers.
+    nodes.push(RunningNode::spawn(&loopback_config(vec![nodes[3].p2p]), 99).unwrap());
+    wait_until(CONVERGE, "ring of 17", || ring_is_whole(&nodes));
+    for n in &nodes {
+        assert_eq!(missing_through(n, &values), Vec::<Key>::new(), "after a join, through {}", n.p2p);
+    }
+
+    // A killed node is routed around; its values live on at their replicas.
+    let victim = nodes.remove(5);
+    victim.stop();
+    wait_until(CONVERGE, "ring of 16 without the killed node", || ring_is_whole(&nodes));
+    wait_until(CONVERGE, "every value found after a kill", || all_found_everywhere(&nodes, &values));
+}

@@ -1,0 +1,151 @@
+//! The Chord ring in the deterministic simulator: the same `Node` as production, many nodes, a
+//! reference model as the oracle, invariants checked as it runs. A failure prints its seed; replay
+//! it with `SIM_SEED=<seed> cargo test --release --test sim`.
+
+use voidphone_dht::id::Id;
+use voidphone_dht::sim::{NetConfig, Sim, oracle, seed_from_env};
+use voidphone_dht::time::Prng;
+
+/// Adds `n` nodes at random times within `spread_ms`, each joining through a random earlier node.
+fn grow(sim: &mut Sim, n: usize, spread_ms: u64, rng: &mut Prng) {
+    let mut addrs = if sim.nodes.is_empty() { vec![sim.add_node(None)] } else { sim.nodes.keys().copied().collect() };
+    let mut times: Vec<u64> = (0..n - addrs.len().min(n)).map(|_| rng.below(spread_ms.max(1))).collect();
+    times.sort();
+    let start = sim.now();
+    for t in times {
+        sim.run_until(start + t);
+        let via = addrs[rng.below(addrs.len() as u64) as usize];
+        addrs.push(sim.add_node(Some(via)));
+    }
+}
+
+fn converge(sim: &mut Sim, limit_ms: u64) -> u64 {
+    match sim.run_until_cond(100, limit_ms, |s| oracle::check_ideal(s).is_ok()) {
+        Some(ms) => ms,
+        None => panic!(
+            "seed {}: no ideal ring after {} ms: {} (replay with SIM_SEED={})",
+            sim.seed,
+            limit_ms,
+            oracle::check_ideal(sim).unwrap_err(),
+            sim.seed
+        ),
+    }
+}
+
+/// Probes `count` random keys from random nodes; asserts every answer is the oracle's owner and
+/// returns the mean path length.
+fn probe_all(sim: &mut Sim, count: usize, rng: &mut Prng) -> f64 {
+    sim.probes.clear();
+    let addrs: Vec<_> = sim.nodes.keys().copied().collect();
+    for i in 0..count {
+        let at = addrs[rng.below(addrs.len() as u64) as usize];
+        sim.probe(at, Id::hash(&(i as u64 ^ rng.next_u64()).to_be_bytes()));
+    }
+    sim.run_for(5_000);
+    assert_eq!(sim.probes.len(), count, "seed {}: every probe is answered", sim.seed);
+    let sorted = sim.live_sorted();
+    for p in &sim.probes {
+        assert_eq!(p.owner, oracle::owner(&sorted, &p.key), "seed {}: wrong owner for {:?}", sim.seed, p.key);
+    }
+    sim.probes.iter().map(|p| p.path_length as f64).sum::<f64>() / count as f64
+}
+
+#[test]
+fn five_hundred_concurrent_joins_converge_to_the_oracle_ring() {
+    let seed = seed_from_env(500);
+    let mut rng = Prng::new(seed);
+    let mut sim = Sim::new(seed, Sim::default_node_config(), NetConfig::default());
+    sim.check_every_event = false; // the global checks run every 100 ms of simulated time below
+    grow(&mut sim, 500, 5_000, &mut rng);
+    let mut checks = 0;
+    let took = sim.run_until_cond(100, 600_000, |s| {
+        checks += 1;
+        if let Err(e) = oracle::check_rings(s) {
+            panic!("seed {}: {e} (replay with SIM_SEED={})", s.seed, s.seed);
+        }
+        oracle::check_ideal(s).is_ok()
+    });
+    let took = took.unwrap_or_else(|| panic!("seed {seed}: 500 nodes did not converge (SIM_SEED={seed})"));
+    eprintln!("500 nodes converged {took} ms after the last join ({} events, {checks} checks)", sim.events);
+    let mean = probe_all(&mut sim, 2000, &mut rng);
+    let bound = 0.5 * (500f64).log2() + 1.0;
+    eprintln!("N=500 mean path length {mean:.2} (bound {bound:.2})");
+    assert!(mean <= bound, "seed {seed}: mean path length {mean} > {bound}");
+}
+
+#[test]
+fn lookups_return_the_oracle_owner_with_short_paths_for_n_16_256() {
+    for n in [16usize, 256] {
+        let seed = seed_from_env(n as u64);
+        let mut rng = Prng::new(seed);
+        let mut sim = Sim::new(seed, Sim::default_node_config(), NetConfig::default());
+        sim.check_every_event = n <= 16;
+        grow(&mut sim, n, 2_000, &mut rng);
+        converge(&mut sim, 300_000);
+        sim.run_for(30_000); // let fix_fingers go round
+        let mean = probe_all(&mut sim, 1000, &mut rng);
+        let bound = 0.5 * (n as f64).log2() + 1.0;
+        eprintln!("N={n} mean path length {mean:.2} (bound {bound:.2})");
+        assert!(mean <= bound, "seed {seed}: N={n} mean path length {mean} > {bound}");
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_trace() {
+    let run = |seed: u64| {
+        let mut rng = Prng::new(seed);
+        let mut sim = Sim::new(seed, Sim::default_node_config(), NetConfig { loss: 0.01, ..NetConfig::default() });
+        grow(&mut sim, 40, 3_000, &mut rng);
+        sim.run_for(20_000);
+        (sim.trace_hash(), sim.events)
+    };
+    let a = run(seed_from_env(7));
+    assert_eq!(a, run(seed_from_env(7)));
+    assert_ne!(a.0, run(seed_from_env(7) + 1).0);
+}
+
+/// Zave: small rings (fewer than r+1 nodes) are where published versions break. Rings of 1, 2, 3
+/// and r+1 form, and survive one crash.
+#[test]
+fn small_rings_form_and_survive_a_crash() {
+    let r = Sim::default_node_config().successors;
+    for n in [1usize, 2, 3, r + 1, r + 2] {
+        let seed = seed_from_env(1000 + n as u64);
+        let mut rng = Prng::new(seed);
+        let mut sim = Sim::new(seed, Sim::default_node_config(), NetConfig::default());
+        grow(&mut sim, n, 1_000, &mut rng);
+        converge(&mut sim, 120_000);
+        if n >= 2 {
+            let victim = *sim.nodes.keys().nth(rng.below(n as u64) as usize).unwrap();
+            sim.crash(victim);
+            converge(&mut sim, 120_000);
+            probe_all(&mut sim, 50, &mut rng);
+        }
+    }
+}
+
+#[test]
+fn a_fifth_of_the_nodes_crashing_at_once_heals_and_lookups_stay_right() {
+    let seed = seed_from_env(77);
+    let mut rng = Prng::new(seed);
+    let mut sim = Sim::new(seed, Sim::default_node_config(), NetConfig::default());
+    sim.check_every_event = false;
+    grow(&mut sim, 200, 3_000, &mut rng);
+    converge(&mut sim, 300_000);
+    let addrs: Vec<_> = sim.nodes.keys().copied().collect();
+    for a in addrs.iter().filter(|_| rng.chance(0.2)) {
+        sim.crash(*a);
+    }
+    let took = converge(&mut sim, 300_000);
+    eprintln!("{} survivors healed in {took} ms", sim.nodes.len());
+    probe_all(&mut sim, 500, &mut rng);
+}
+
+#[test]
+fn lossy_network_still_converges() {
+    let seed = seed_from_env(31);
+    let mut rng = Prng::new(seed);
+    let mut sim = Sim::new(seed, Sim::default_node_config(), NetConfig { loss: 0.02, ..NetConfig::default() });
+    grow(&mut sim, 64, 3_000, &mut rng);
+    converge(&mut sim, 300_000);
+}

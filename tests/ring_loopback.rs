@@ -18,7 +18,9 @@ const CONVERGE: Duration = Duration::from_secs(30);
 fn ring_is_whole(nodes: &[RunningNode]) -> bool {
     let mut want: Vec<_> = nodes.iter().map(|n| n.p2p).collect();
     want.sort_by_key(|a| voidphone_dht::id::Id::of_addr(*a));
-    nodes.iter().all(|n| testnet::ring_order(n.p2p).is_ok_and(|walk| testnet::is_rotation(&walk, &want)))
+    nodes
+        .iter()
+        .all(|n| testnet::ring_order(n.p2p).is_ok_and(|walk| testnet::is_rotation(&walk, &want)))
 }
 
 /// GETs every key through `node` on one pipelined connection; returns the keys not found right.
@@ -50,36 +52,58 @@ fn sixteen_nodes_joining_one_by_one_form_one_ordered_ring() {
     let mut nodes = vec![first];
     for i in 1..16u64 {
         nodes.push(RunningNode::spawn(&loopback_config(boot.clone()), 11 + i).unwrap());
-        wait_until(CONVERGE, &format!("ring of {}", nodes.len()), || ring_is_whole(&nodes));
+        wait_until(CONVERGE, &format!("ring of {}", nodes.len()), || {
+            ring_is_whole(&nodes)
+        });
     }
 }
 
 #[test]
 fn values_are_found_through_every_node_across_joins_and_a_kill() {
     let mut nodes = testnet::start(16, 21).unwrap();
-    wait_until(CONVERGE, "16 nodes joined concurrently form one ring", || ring_is_whole(&nodes));
+    wait_until(
+        CONVERGE,
+        "16 nodes joined concurrently form one ring",
+        || ring_is_whole(&nodes),
+    );
 
     // 300 values PUT through nodes in turn, replication 3.
     let mut values = HashMap::new();
-    let mut clients: Vec<ApiClient> = nodes.iter().map(|n| ApiClient::connect(n.api).unwrap()).collect();
+    let mut clients: Vec<ApiClient> = nodes
+        .iter()
+        .map(|n| ApiClient::connect(n.api).unwrap())
+        .collect();
     for i in 0..300u64 {
         let v = Bytes::from(format!("value-{i}"));
-        clients[(i as usize * 7) % 16].put(key(i), &v, 600, 3).unwrap();
+        clients[(i as usize * 7) % 16]
+            .put(key(i), &v, 600, 3)
+            .unwrap();
         values.insert(key(i), v);
     }
     drop(clients);
-    wait_until(CONVERGE, "every value found through every node", || all_found_everywhere(&nodes, &values));
+    wait_until(CONVERGE, "every value found through every node", || {
+        all_found_everywhere(&nodes, &values)
+    });
 
     // A node joining after the values were stored changes none of the answers.
     nodes.push(RunningNode::spawn(&loopback_config(vec![nodes[3].p2p]), 99).unwrap());
     wait_until(CONVERGE, "ring of 17", || ring_is_whole(&nodes));
     for n in &nodes {
-        assert_eq!(missing_through(n, &values), Vec::<Key>::new(), "after a join, through {}", n.p2p);
+        assert_eq!(
+            missing_through(n, &values),
+            Vec::<Key>::new(),
+            "after a join, through {}",
+            n.p2p
+        );
     }
 
     // A killed node is routed around; its values live on at their replicas.
     let victim = nodes.remove(5);
     victim.stop();
-    wait_until(CONVERGE, "ring of 16 without the killed node", || ring_is_whole(&nodes));
-    wait_until(CONVERGE, "every value found after a kill", || all_found_everywhere(&nodes, &values));
+    wait_until(CONVERGE, "ring of 16 without the killed node", || {
+        ring_is_whole(&nodes)
+    });
+    wait_until(CONVERGE, "every value found after a kill", || {
+        all_found_everywhere(&nodes, &values)
+    });
 }

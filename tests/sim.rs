@@ -8,8 +8,14 @@ use voidphone_dht::time::Prng;
 
 /// Adds `n` nodes at random times within `spread_ms`, each joining through a random earlier node.
 fn grow(sim: &mut Sim, n: usize, spread_ms: u64, rng: &mut Prng) {
-    let mut addrs = if sim.nodes.is_empty() { vec![sim.add_node(None)] } else { sim.nodes.keys().copied().collect() };
-    let mut times: Vec<u64> = (0..n - addrs.len().min(n)).map(|_| rng.below(spread_ms.max(1))).collect();
+    let mut addrs = if sim.nodes.is_empty() {
+        vec![sim.add_node(None)]
+    } else {
+        sim.nodes.keys().copied().collect()
+    };
+    let mut times: Vec<u64> = (0..n - addrs.len().min(n))
+        .map(|_| rng.below(spread_ms.max(1)))
+        .collect();
     times.sort();
     let start = sim.now();
     for t in times {
@@ -42,10 +48,21 @@ fn probe_all(sim: &mut Sim, count: usize, rng: &mut Prng) -> f64 {
         sim.probe(at, Id::hash(&(i as u64 ^ rng.next_u64()).to_be_bytes()));
     }
     sim.run_for(5_000);
-    assert_eq!(sim.probes.len(), count, "seed {}: every probe is answered", sim.seed);
+    assert_eq!(
+        sim.probes.len(),
+        count,
+        "seed {}: every probe is answered",
+        sim.seed
+    );
     let sorted = sim.live_sorted();
     for p in &sim.probes {
-        assert_eq!(p.owner, oracle::owner(&sorted, &p.key), "seed {}: wrong owner for {:?}", sim.seed, p.key);
+        assert_eq!(
+            p.owner,
+            oracle::owner(&sorted, &p.key),
+            "seed {}: wrong owner for {:?}",
+            sim.seed,
+            p.key
+        );
     }
     sim.probes.iter().map(|p| p.path_length as f64).sum::<f64>() / count as f64
 }
@@ -65,12 +82,19 @@ fn five_hundred_concurrent_joins_converge_to_the_oracle_ring() {
         }
         oracle::check_ideal(s).is_ok()
     });
-    let took = took.unwrap_or_else(|| panic!("seed {seed}: 500 nodes did not converge (SIM_SEED={seed})"));
-    eprintln!("500 nodes converged {took} ms after the last join ({} events, {checks} checks)", sim.events);
+    let took =
+        took.unwrap_or_else(|| panic!("seed {seed}: 500 nodes did not converge (SIM_SEED={seed})"));
+    eprintln!(
+        "500 nodes converged {took} ms after the last join ({} events, {checks} checks)",
+        sim.events
+    );
     let mean = probe_all(&mut sim, 2000, &mut rng);
     let bound = 0.5 * (500f64).log2() + 1.0;
     eprintln!("N=500 mean path length {mean:.2} (bound {bound:.2})");
-    assert!(mean <= bound, "seed {seed}: mean path length {mean} > {bound}");
+    assert!(
+        mean <= bound,
+        "seed {seed}: mean path length {mean} > {bound}"
+    );
 }
 
 #[test]
@@ -86,7 +110,10 @@ fn lookups_return_the_oracle_owner_with_short_paths_for_n_16_256() {
         let mean = probe_all(&mut sim, 1000, &mut rng);
         let bound = 0.5 * (n as f64).log2() + 1.0;
         eprintln!("N={n} mean path length {mean:.2} (bound {bound:.2})");
-        assert!(mean <= bound, "seed {seed}: N={n} mean path length {mean} > {bound}");
+        assert!(
+            mean <= bound,
+            "seed {seed}: N={n} mean path length {mean} > {bound}"
+        );
     }
 }
 
@@ -94,7 +121,14 @@ fn lookups_return_the_oracle_owner_with_short_paths_for_n_16_256() {
 fn the_same_seed_gives_the_same_trace() {
     let run = |seed: u64| {
         let mut rng = Prng::new(seed);
-        let mut sim = Sim::new(seed, Sim::default_node_config(), NetConfig { loss: 0.01, ..NetConfig::default() });
+        let mut sim = Sim::new(
+            seed,
+            Sim::default_node_config(),
+            NetConfig {
+                loss: 0.01,
+                ..NetConfig::default()
+            },
+        );
         grow(&mut sim, 40, 3_000, &mut rng);
         sim.run_for(20_000);
         (sim.trace_hash(), sim.events)
@@ -145,7 +179,14 @@ fn a_fifth_of_the_nodes_crashing_at_once_heals_and_lookups_stay_right() {
 fn lossy_network_still_converges() {
     let seed = seed_from_env(31);
     let mut rng = Prng::new(seed);
-    let mut sim = Sim::new(seed, Sim::default_node_config(), NetConfig { loss: 0.02, ..NetConfig::default() });
+    let mut sim = Sim::new(
+        seed,
+        Sim::default_node_config(),
+        NetConfig {
+            loss: 0.02,
+            ..NetConfig::default()
+        },
+    );
     grow(&mut sim, 64, 3_000, &mut rng);
     converge(&mut sim, 300_000);
 }

@@ -10,11 +10,13 @@ use std::net::SocketAddr;
 impl Node {
     /// Join: look up our own id through a bootstrap peer; the responsible node answers with itself
     /// and its successors, which become our successor list (Zave's join, in one recursive lookup).
+    /// Also re-joins a node that lost every successor (a ring of one that used to be more).
     pub(super) fn join(&mut self) {
-        if self.joined {
+        let alone = self.joined && self.ring.succs().is_empty();
+        if (self.joined && !alone) || self.contacts.is_empty() {
             return;
         }
-        let via = self.cfg.bootstrap[self.bootstrap_next % self.cfg.bootstrap.len()];
+        let via = self.contacts[self.bootstrap_next % self.contacts.len()];
         self.bootstrap_next += 1;
         log::debug!("[{}] joining through {}", self.short(), via);
         let me = self.ring.me;
@@ -32,7 +34,7 @@ impl Node {
     }
 
     pub(super) fn joined_via(&mut self, nodes: Vec<Peer>) {
-        if self.joined {
+        if self.joined && !self.ring.succs().is_empty() {
             return;
         }
         self.ring.set_succs(nodes);
@@ -90,25 +92,14 @@ impl Node {
                     return; // the list changed meanwhile; the next round asks the new successor
                 }
                 self.ring.set_succs(std::iter::once(s).chain(succs));
-                match pred {
-                    Some(p) if in_open(&p.id, &self.ring.me.id, &s.id) => {
-                        let what = rpc(p, RpcKind::StabilizeCandidate { candidate: p });
-                        self.request(
-                            p.addr,
-                            PeerMsg::PredecessorGet,
-                            what,
-                            self.cfg.request_timeout_ms,
-                        );
-                    }
-                    _ => self.notify_successor(),
-                }
+                self.stabilize_step(s, pred);
             }
             RpcKind::StabilizeCandidate { candidate } | RpcKind::Adopt { candidate } => {
                 // Only now that it answered does the candidate become our successor.
                 let rest: Vec<Peer> = self.ring.succs().to_vec();
                 self.ring
                     .set_succs(std::iter::once(candidate).chain(succs).chain(rest));
-                self.notify_successor();
+                self.stabilize_step(candidate, pred);
             }
             other => self.unexpected(
                 from,
@@ -118,6 +109,24 @@ impl Node {
                     kind: other,
                 },
             ),
+        }
+    }
+
+    /// Stabilize's second step, repeated to a fixpoint within one round (as Zave's join walks to the
+    /// best predecessor): while the successor's predecessor `pred` lies between us and it, ask that
+    /// node, which becomes our successor once it answers. Ends by notifying the successor.
+    fn stabilize_step(&mut self, succ: Peer, pred: Option<Peer>) {
+        match pred {
+            Some(p) if in_open(&p.id, &self.ring.me.id, &succ.id) => {
+                let what = rpc(p, RpcKind::StabilizeCandidate { candidate: p });
+                self.request(
+                    p.addr,
+                    PeerMsg::PredecessorGet,
+                    what,
+                    self.cfg.request_timeout_ms,
+                );
+            }
+            _ => self.notify_successor(),
         }
     }
 
@@ -204,19 +213,6 @@ impl Node {
         } else {
             j.max(i + 1)
         };
-    }
-
-    /// After peers were dropped: fall back on any live node we still know so the ring stays whole.
-    pub(super) fn repair_successors(&mut self) {
-        if self.joined && self.ring.succs().is_empty() {
-            let me = self.ring.me.id;
-            let mut known = self.ring.known_peers();
-            known.sort_by_key(|p| me.distance_to(&p.id));
-            if !known.is_empty() {
-                self.ring.set_succs(known);
-                self.stabilize();
-            }
-        }
     }
 }
 

@@ -31,6 +31,12 @@ pub type ClientId = u64;
 /// The most hops a PEER FIND may take before it is dropped (a loop guard: Chord needs O(log N)).
 pub const HOPS_MAX: u8 = 64;
 
+/// Failed requests to our last successor, with nobody else known, before we believe it dead.
+const LAST_RESORT_CHANCES: u32 = 3;
+
+/// Peers remembered to re-join through.
+const CONTACTS_MAX: usize = 16;
+
 /// Periodic timer jitter, in percent either side.
 const JITTER_PERCENT: u64 = 20;
 
@@ -127,8 +133,11 @@ pub struct Node {
     deadlines: TimerWheel<u64>,
     pending: BTreeMap<u64, PendingEntry>,
     next_request: u64,
-    /// Which bootstrap peer the next join attempt uses.
+    /// Peers to (re-)join through: the bootstrap list, then successors lost while alone.
+    contacts: Vec<SocketAddr>,
+    /// Which contact the next join attempt uses.
     bootstrap_next: usize,
+    last_resort_failures: u32,
     /// The next finger index fix_fingers refreshes.
     finger_next: usize,
     transmits: VecDeque<Transmit>,
@@ -153,14 +162,16 @@ impl Node {
         let mut node = Node {
             ring: Ring::new(me, cfg.successors),
             storage: Storage::new(cfg.storage_bytes_max),
-            cfg: NodeConfig { bootstrap, ..cfg },
+            cfg,
             joined,
             rng: Prng::new(seed ^ u64::from_be_bytes(id.0[..8].try_into().unwrap())),
             periodic: [None; PERIODIC_COUNT],
             deadlines: TimerWheel::new(10, 256, now),
             pending: BTreeMap::new(),
             next_request: 1,
+            contacts: bootstrap,
             bootstrap_next: 0,
+            last_resort_failures: 0,
             finger_next: 0,
             transmits: VecDeque::new(),
             replies: VecDeque::new(),
@@ -230,7 +241,7 @@ impl Node {
     /// The driver could not reach `peer` (connect failed, connection broke, or it timed out).
     pub fn handle_peer_unreachable(&mut self, peer: SocketAddr, now: Time) {
         self.now = now;
-        if self.ring.remove(peer) {
+        if self.peer_failed(peer) {
             log::info!(
                 "[{}] peer {} unreachable; dropped from the routing table",
                 self.short(),
@@ -246,7 +257,6 @@ impl Node {
         for request in failed {
             self.request_failed(request);
         }
-        self.repair_successors();
     }
 
     /// Timers: safe to call early or twice.
@@ -453,11 +463,35 @@ impl Node {
             {
                 // Zave: a successor or predecessor that does not answer is dead to us.
                 let peer = *peer;
-                self.ring.remove(peer);
-                self.repair_successors();
+                self.peer_failed(peer);
             }
             self.fail(what);
         }
+    }
+
+    /// Drops a peer that failed us. Our last successor, with nobody else known, gets a few more
+    /// chances first: dropping it makes us a ring of one, which a lossy link must not cause lightly.
+    /// Once alone, we keep trying to re-join through the peers we lost (and the bootstrap list).
+    fn peer_failed(&mut self, peer: SocketAddr) -> bool {
+        if self.ring.is_last_resort(peer) {
+            self.last_resort_failures += 1;
+            if self.last_resort_failures < LAST_RESORT_CHANCES {
+                return false;
+            }
+            log::warn!(
+                "[{}] last successor {} is gone; alone until a re-join succeeds",
+                self.short(),
+                peer
+            );
+            self.contacts.retain(|a| *a != peer);
+            self.contacts.push(peer);
+            if self.contacts.len() > CONTACTS_MAX {
+                self.contacts.remove(0);
+            }
+            self.schedule(Periodic::Join);
+        }
+        self.last_resort_failures = 0;
+        self.ring.remove(peer)
     }
 
     fn fail(&mut self, what: Pending) {
@@ -475,10 +509,11 @@ impl Node {
                 ..
             } => self.client_next_replica(op, rest, false),
             Pending::Retry(op) => self.client_resume(op),
+            // Go on with the next successor at once; a kept successor waits for the next round.
             Pending::Rpc {
                 kind: RpcKind::Stabilize,
-                ..
-            } => self.stabilize(),
+                peer,
+            } if self.ring.successor().addr != peer => self.stabilize(),
             Pending::Rpc {
                 kind: RpcKind::StabilizeCandidate { .. },
                 ..

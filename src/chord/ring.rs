@@ -59,19 +59,41 @@ impl Ring {
         self.fingers[0] = self.succs.first().copied();
     }
 
-    /// Forgets a peer everywhere (it is dead or gone). Returns whether it was known.
+    /// Is `addr` our only successor, with no other node known to take its place?
+    pub fn is_last_resort(&self, addr: std::net::SocketAddr) -> bool {
+        self.succs.len() == 1
+            && self.succs[0].addr == addr
+            && self.known_peers().iter().all(|p| p.addr == addr)
+    }
+
+    /// Forgets a peer everywhere (it is dead or gone). When it was the last successor, the closest
+    /// other known node takes its place; with none known we are alone. Returns whether it was known.
     pub fn remove(&mut self, addr: std::net::SocketAddr) -> bool {
-        let before = self.succs.len();
-        self.succs.retain(|p| p.addr != addr);
-        let mut known = before != self.succs.len();
+        let mut known = false;
         if self.pred.is_some_and(|p| p.addr == addr) {
             self.pred = None;
             known = true;
         }
-        for f in self.fingers.iter_mut() {
+        for f in self.fingers.iter_mut().skip(1) {
             if f.is_some_and(|p| p.addr == addr) {
                 *f = None;
                 known = true;
+            }
+        }
+        if self.succs.iter().any(|p| p.addr == addr) {
+            known = true;
+            if self.succs.len() > 1 {
+                self.succs.retain(|p| p.addr != addr);
+            } else {
+                let me = self.me.id;
+                let mut others: Vec<Peer> = self
+                    .known_peers()
+                    .into_iter()
+                    .filter(|p| p.addr != addr)
+                    .collect();
+                others.sort_by_key(|p| me.distance_to(&p.id));
+                others.truncate(self.succs_max);
+                self.succs = others;
             }
         }
         self.fingers[0] = self.succs.first().copied();
@@ -224,7 +246,10 @@ mod tests {
         let k = |b: u8| peer(b).id;
         assert!(r.owns(&k(7)));
         r.set_succs([peer(200)]);
-        assert!(!r.owns(&k(100)), "without a predecessor a node claims nothing");
+        assert!(
+            !r.owns(&k(100)),
+            "without a predecessor a node claims nothing"
+        );
         r.pred = Some(peer(50));
         assert!(r.owns(&k(100)) && r.owns(&k(51)) && !r.owns(&k(50)) && !r.owns(&k(150)));
         assert!(

@@ -25,16 +25,33 @@ pub struct NetConfig {
 
 impl Default for NetConfig {
     fn default() -> NetConfig {
-        NetConfig { latency_min_ms: 5, latency_max_ms: 50, loss: 0.0 }
+        NetConfig {
+            latency_min_ms: 5,
+            latency_max_ms: 50,
+            loss: 0.0,
+        }
     }
 }
 
 #[derive(Debug)]
 enum Event {
-    Deliver { from: SocketAddr, to: SocketAddr, frame: Frame },
-    Unreachable { at: SocketAddr, peer: SocketAddr },
-    Timer { at: SocketAddr },
-    Client { at: SocketAddr, client: ClientId, req: ApiRequest },
+    Deliver {
+        from: SocketAddr,
+        to: SocketAddr,
+        frame: Frame,
+    },
+    Unreachable {
+        at: SocketAddr,
+        peer: SocketAddr,
+    },
+    Timer {
+        at: SocketAddr,
+    },
+    Client {
+        at: SocketAddr,
+        client: ClientId,
+        req: ApiRequest,
+    },
 }
 
 struct Scheduled {
@@ -75,7 +92,10 @@ pub struct ProbeResult {
 }
 
 /// The address probes are answered to; no node lives there.
-pub const PROBER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(127, 255, 255, 254), 1));
+pub const PROBER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::new(127, 255, 255, 254),
+    1,
+));
 
 pub struct Sim {
     pub seed: u64,
@@ -167,8 +187,20 @@ impl Sim {
         self.seq += 1;
         let request = self.seq;
         self.probe_keys.insert(request, key);
-        let msg = PeerMsg::PeerFind { target: key, hops: 0, last_hop: false, reply_to: PROBER };
-        self.schedule(self.now, Event::Deliver { from: PROBER, to: at, frame: Frame::new(request, msg) });
+        let msg = PeerMsg::PeerFind {
+            target: key,
+            hops: 0,
+            last_hop: false,
+            reply_to: PROBER,
+        };
+        self.schedule(
+            self.now,
+            Event::Deliver {
+                from: PROBER,
+                to: at,
+                frame: Frame::new(request, msg),
+            },
+        );
     }
 
     /// Runs events until simulated time `until`.
@@ -189,7 +221,12 @@ impl Sim {
     }
 
     /// Runs in steps of `step_ms` until `cond` holds; returns the time it took, or `None` by `limit_ms`.
-    pub fn run_until_cond(&mut self, step_ms: u64, limit_ms: u64, mut cond: impl FnMut(&Sim) -> bool) -> Option<u64> {
+    pub fn run_until_cond(
+        &mut self,
+        step_ms: u64,
+        limit_ms: u64,
+        mut cond: impl FnMut(&Sim) -> bool,
+    ) -> Option<u64> {
         let start = self.now;
         while self.now.ms_since(start) < limit_ms {
             if cond(self) {
@@ -209,18 +246,24 @@ impl Sim {
                     self.on_probe_answer(frame);
                     return;
                 }
-                let Some(n) = self.nodes.get_mut(&to) else { return };
+                let Some(n) = self.nodes.get_mut(&to) else {
+                    return;
+                };
                 n.node.handle_peer_msg(from, frame, self.now);
                 to
             }
             Event::Unreachable { at, peer } => {
                 self.hash_event(2, at, 0);
-                let Some(n) = self.nodes.get_mut(&at) else { return };
+                let Some(n) = self.nodes.get_mut(&at) else {
+                    return;
+                };
                 n.node.handle_peer_unreachable(peer, self.now);
                 at
             }
             Event::Timer { at } => {
-                let Some(n) = self.nodes.get_mut(&at) else { return };
+                let Some(n) = self.nodes.get_mut(&at) else {
+                    return;
+                };
                 if n.wake != Some(self.now) {
                     return; // superseded by a later request
                 }
@@ -231,7 +274,9 @@ impl Sim {
             }
             Event::Client { at, client, req } => {
                 self.hash_event(4, at, client);
-                let Some(n) = self.nodes.get_mut(&at) else { return };
+                let Some(n) = self.nodes.get_mut(&at) else {
+                    return;
+                };
                 n.node.handle_client_req(client, req, self.now);
                 at
             }
@@ -240,15 +285,24 @@ impl Sim {
         self.nodes[&at].node.check_invariants();
         if self.check_every_event {
             if let Err(e) = oracle::check_rings(self) {
-                panic!("seed {}: invariant broken at {} ms: {e} (replay with SIM_SEED={})", self.seed, self.now.0, self.seed);
+                panic!(
+                    "seed {}: invariant broken at {} ms: {e} (replay with SIM_SEED={})",
+                    self.seed, self.now.0, self.seed
+                );
             }
         }
     }
 
     fn on_probe_answer(&mut self, frame: Frame) {
-        if let (Some(key), PeerMsg::PeerFound { hops, nodes, .. }) = (self.probe_keys.remove(&frame.request), frame.msg) {
+        if let (Some(key), PeerMsg::PeerFound { hops, nodes, .. }) =
+            (self.probe_keys.remove(&frame.request), frame.msg)
+        {
             // The prober's own message to the first node is not part of the lookup path.
-            self.probes.push(ProbeResult { key, owner: nodes[0].id, path_length: hops.saturating_sub(1) });
+            self.probes.push(ProbeResult {
+                key,
+                owner: nodes[0].id,
+                path_length: hops.saturating_sub(1),
+            });
         }
     }
 
@@ -272,10 +326,19 @@ impl Sim {
     }
 
     fn transmit(&mut self, from: SocketAddr, t: Transmit) {
-        let latency = self.net.latency_min_ms + self.rng.below(self.net.latency_max_ms - self.net.latency_min_ms + 1);
+        let latency = self.net.latency_min_ms
+            + self
+                .rng
+                .below(self.net.latency_max_ms - self.net.latency_min_ms + 1);
         if t.to != PROBER && !self.nodes.contains_key(&t.to) {
             // Connection refused: the sender learns it after a round trip.
-            self.schedule(self.now + 2 * latency, Event::Unreachable { at: from, peer: t.to });
+            self.schedule(
+                self.now + 2 * latency,
+                Event::Unreachable {
+                    at: from,
+                    peer: t.to,
+                },
+            );
             return;
         }
         if self.net.loss > 0.0 && self.rng.chance(self.net.loss) {
@@ -284,12 +347,23 @@ impl Sim {
         let clock = self.link_clock.entry((from, t.to)).or_insert(Time::ZERO);
         let at = (self.now + latency).max(*clock);
         *clock = at;
-        self.schedule(at, Event::Deliver { from, to: t.to, frame: t.frame });
+        self.schedule(
+            at,
+            Event::Deliver {
+                from,
+                to: t.to,
+                frame: t.frame,
+            },
+        );
     }
 
     fn schedule(&mut self, time: Time, event: Event) {
         self.seq += 1;
-        self.queue.push(Reverse(Scheduled { time, seq: self.seq, event }));
+        self.queue.push(Reverse(Scheduled {
+            time,
+            seq: self.seq,
+            event,
+        }));
     }
 
     fn hash_event(&mut self, kind: u64, at: SocketAddr, detail: u64) {
@@ -305,7 +379,11 @@ impl Sim {
 
     /// Live node addresses in ring (id) order.
     pub fn live_sorted(&self) -> Vec<(Id, SocketAddr)> {
-        let mut v: Vec<(Id, SocketAddr)> = self.nodes.iter().map(|(a, n)| (n.node.me().id, *a)).collect();
+        let mut v: Vec<(Id, SocketAddr)> = self
+            .nodes
+            .iter()
+            .map(|(a, n)| (n.node.me().id, *a))
+            .collect();
         v.sort();
         v
     }
@@ -332,5 +410,8 @@ impl Outputs for Collected {
 
 /// The seed to run: `SIM_SEED` from the environment (to replay a failure), else `default`.
 pub fn seed_from_env(default: u64) -> u64 {
-    std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+    std::env::var("SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
 }

@@ -17,13 +17,23 @@ pub fn owner(sorted: &[(Id, SocketAddr)], key: &Id) -> Id {
 
 /// Zave's "best successor": the first live entry of a node's successor list.
 fn best_successor(sim: &Sim, addr: SocketAddr) -> Option<SocketAddr> {
-    sim.nodes[&addr].node.successors().iter().map(|p| p.addr).find(|a| sim.nodes.contains_key(a))
+    sim.nodes[&addr]
+        .node
+        .successors()
+        .iter()
+        .map(|p| p.addr)
+        .find(|a| sim.nodes.contains_key(a))
 }
 
 /// at_least_one_ring, at_most_one_ring, ordered_ring and connected_appendages over the joined live
 /// nodes, following best successors. A lone joined node with no successor is a ring of one.
 pub fn check_rings(sim: &Sim) -> Result<(), String> {
-    let joined: Vec<SocketAddr> = sim.nodes.iter().filter(|(_, n)| n.node.joined()).map(|(a, _)| *a).collect();
+    let joined: Vec<SocketAddr> = sim
+        .nodes
+        .iter()
+        .filter(|(_, n)| n.node.joined())
+        .map(|(a, _)| *a)
+        .collect();
     if joined.is_empty() {
         return Ok(());
     }
@@ -50,9 +60,15 @@ pub fn check_rings(sim: &Sim) -> Result<(), String> {
 /// ordered_ring: going round the cycle, ids increase with exactly one wrap.
 fn check_ordered(sim: &Sim, cycle: &[SocketAddr]) -> Result<(), String> {
     let ids: Vec<Id> = cycle.iter().map(|a| sim.nodes[a].node.me().id).collect();
-    let wraps = (0..ids.len()).filter(|&i| ids[(i + 1) % ids.len()] <= ids[i]).count();
+    let wraps = (0..ids.len())
+        .filter(|&i| ids[(i + 1) % ids.len()] <= ids[i])
+        .count();
     if ids.len() > 1 && wraps != 1 {
-        return Err(format!("ring of {} is not ordered ({} wraps)", ids.len(), wraps));
+        return Err(format!(
+            "ring of {} is not ordered ({} wraps)",
+            ids.len(),
+            wraps
+        ));
     }
     Ok(())
 }
@@ -77,7 +93,9 @@ fn check_all_reach(sim: &Sim, joined: &[SocketAddr], cycle: &[SocketAddr]) -> Re
             }
         };
         if !reached {
-            return Err(format!("{start} does not reach the ring (second ring or dead end)"));
+            return Err(format!(
+                "{start} does not reach the ring (second ring or dead end)"
+            ));
         }
         for a in path {
             on_ring.insert(a, true);
@@ -99,11 +117,21 @@ pub fn check_ideal(sim: &Sim) -> Result<(), String> {
         let want: Vec<Id> = (1..=r).map(|k| sorted[(i + k) % n].0).collect();
         let have: Vec<Id> = node.successors().iter().map(|p| p.id).collect();
         if have != want {
-            return Err(format!("{} successors {:?}, oracle {:?}", id.short(), have, want));
+            return Err(format!(
+                "{} successors {:?}, oracle {:?}",
+                id.short(),
+                have,
+                want
+            ));
         }
         let want_pred = (n > 1).then(|| sorted[(i + n - 1) % n].0);
         if node.predecessor().map(|p| p.id) != want_pred {
-            return Err(format!("{} predecessor {:?}, oracle {:?}", id.short(), node.predecessor().map(|p| p.id), want_pred));
+            return Err(format!(
+                "{} predecessor {:?}, oracle {:?}",
+                id.short(),
+                node.predecessor().map(|p| p.id),
+                want_pred
+            ));
         }
     }
     Ok(())
@@ -111,7 +139,9 @@ pub fn check_ideal(sim: &Sim) -> Result<(), String> {
 
 /// Does `key` belong to `owner_id` per the oracle?
 pub fn owns(sorted: &[(Id, SocketAddr)], owner_id: &Id, key: &Id) -> bool {
-    let i = sorted.binary_search_by(|(id, _)| id.cmp(owner_id)).expect("owner is live");
+    let i = sorted
+        .binary_search_by(|(id, _)| id.cmp(owner_id))
+        .expect("owner is live");
     let pred = sorted[(i + sorted.len() - 1) % sorted.len()].0;
     sorted.len() == 1 || in_half_open(key, &pred, owner_id)
 }

@@ -283,13 +283,13 @@ impl Sim {
         };
         self.after_handle(at);
         self.nodes[&at].node.check_invariants();
-        if self.check_every_event {
-            if let Err(e) = oracle::check_rings(self) {
-                panic!(
-                    "seed {}: invariant broken at {} ms: {e} (replay with SIM_SEED={})",
-                    self.seed, self.now.0, self.seed
-                );
-            }
+        if self.check_every_event
+            && let Err(e) = oracle::check_rings(self)
+        {
+            panic!(
+                "seed {}: invariant broken at {} ms: {e} (replay with SIM_SEED={})",
+                self.seed, self.now.0, self.seed
+            );
         }
     }
 

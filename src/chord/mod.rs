@@ -92,8 +92,13 @@ enum RpcKind {
     Adopt { candidate: Peer },
     /// PING to the predecessor.
     CheckPredecessor,
-    /// STORAGE GET / PUT for a client, with the replica holders still to try.
-    Client { op: ClientOp, rest: Vec<Peer> },
+    /// STORAGE GET / PUT for a client, with the replica holders still to try; `to_owner` when sent
+    /// to the node believed responsible (not to a replica holder).
+    Client {
+        op: ClientOp,
+        rest: Vec<Peer>,
+        to_owner: bool,
+    },
     /// STORAGE PUT of a replica or a handed-off value; the answer's hash is checked.
     Push { key: Key, value_hash: Id },
 }
@@ -505,7 +510,7 @@ impl Node {
                 ..
             } => self.schedule(Periodic::Join),
             Pending::Rpc {
-                kind: RpcKind::Client { op, rest },
+                kind: RpcKind::Client { op, rest, .. },
                 ..
             } => self.client_next_replica(op, rest, false),
             Pending::Retry(op) => self.client_resume(op),

@@ -85,7 +85,7 @@ impl Node {
             self.stats.lookups_local += 1;
             let nodes = self.nodes_from_me();
             self.client_at(op, nodes);
-        } else if let Some((i, _)) = self.ring.owner_in_succs(&key) {
+        } else if let Some((i, _)) = self.ring.owner_in_succs(&key).filter(|_| op.attempt == 0) {
             self.stats.lookups_local += 1;
             let nodes = self.ring.succs()[i..].to_vec();
             self.client_at(op, nodes);
@@ -206,9 +206,17 @@ impl Node {
                     self.replies.push_back((op.client, reply));
                 }
                 // A value stored just before we took over may still sit on the next replicas.
-                None => self.client_next_replica(op, rest.to_vec(), true),
+                None => {
+                    log::debug!(
+                        "[{}] GET {}: not here; asking {} replica holders",
+                        self.short(),
+                        op.key.short(),
+                        rest.len()
+                    );
+                    self.client_next_replica(op, rest.to_vec(), true)
+                }
             },
-            ClientOpKind::Get => self.storage_get_at(owner, op, rest.to_vec()),
+            ClientOpKind::Get => self.storage_get_at(owner, op, rest.to_vec(), true),
             ClientOpKind::Put {
                 value,
                 expires,
@@ -235,6 +243,7 @@ impl Node {
                     kind: RpcKind::Client {
                         op,
                         rest: Vec::new(),
+                        to_owner: true,
                     },
                 };
                 self.request(owner.addr, msg, what, self.cfg.request_timeout_ms);
@@ -242,11 +251,11 @@ impl Node {
         }
     }
 
-    fn storage_get_at(&mut self, holder: Peer, op: ClientOp, rest: Vec<Peer>) {
+    fn storage_get_at(&mut self, holder: Peer, op: ClientOp, rest: Vec<Peer>, to_owner: bool) {
         let key = op.key;
         let what = Pending::Rpc {
             peer: holder.addr,
-            kind: RpcKind::Client { op, rest },
+            kind: RpcKind::Client { op, rest, to_owner },
         };
         self.request(
             holder.addr,
@@ -264,7 +273,7 @@ impl Node {
             Some((&next, more))
                 if is_get && self.now < op.deadline && next.id != self.ring.me.id =>
             {
-                self.storage_get_at(next, op, more.to_vec())
+                self.storage_get_at(next, op, more.to_vec(), false)
             }
             Some((_, more)) if is_get && self.now < op.deadline => {
                 self.client_next_replica(op, more.to_vec(), not_found)
@@ -325,9 +334,26 @@ impl Node {
                     .push_back((op.client, ApiReply::Success { key, value }));
             }
             (
-                RpcKind::Client { op, rest },
+                RpcKind::Client { op, rest, .. },
                 PeerMsg::StorageFailure {
                     reason: FailureReason::NotFound,
+                    ..
+                },
+            ) => self.client_next_replica(op, rest, true),
+            // Our view of the ring was stale: look the key up properly.
+            (
+                RpcKind::Client {
+                    op, to_owner: true, ..
+                },
+                PeerMsg::StorageFailure {
+                    reason: FailureReason::NotResponsible,
+                    ..
+                },
+            ) => self.client_retry(op),
+            (
+                RpcKind::Client { op, rest, .. },
+                PeerMsg::StorageFailure {
+                    reason: FailureReason::NotResponsible,
                     ..
                 },
             ) => self.client_next_replica(op, rest, true),
@@ -396,6 +422,10 @@ impl Node {
                 key,
                 value: s.value.clone(),
             },
+            None if self.not_responsible(&key) => PeerMsg::StorageFailure {
+                key,
+                reason: FailureReason::NotResponsible,
+            },
             None => PeerMsg::StorageFailure {
                 key,
                 reason: FailureReason::NotFound,
@@ -415,6 +445,10 @@ impl Node {
     ) {
         let ttl = (ttl as u64).min(self.cfg.ttl_max_s as u64 * 1000);
         let expires = self.now + ttl;
+        if replication > 0 && self.not_responsible(&key) {
+            let reason = FailureReason::NotResponsible;
+            return self.send(from, request, PeerMsg::StorageFailure { key, reason });
+        }
         let msg = match self.store(key, &value, expires, replication) {
             Ok(()) => PeerMsg::StoragePutSuccess {
                 key,
@@ -426,6 +460,11 @@ impl Node {
             },
         };
         self.send(from, request, msg);
+    }
+
+    /// Our predecessor shows the key belongs to another node (without one we cannot tell, and accept).
+    fn not_responsible(&self, key: &Key) -> bool {
+        self.ring.pred.is_some() && !self.ring.owns(key)
     }
 
     /// Stores locally and, as the primary, copies to the next `replication - 1` successors.
@@ -458,12 +497,12 @@ impl Node {
         Ok(())
     }
 
-    /// Sends one value to `to` as a plain copy (replication 1); the answer's hash is checked while
+    /// Sends one value to `to` as a plain copy (replication 0); the answer's hash is checked while
     /// there is room to track it.
     fn push(&mut self, to: Peer, key: Key, s: &Stored) {
         let msg = PeerMsg::StoragePut {
             ttl_ms: ttl_ms(s.expires, self.now),
-            replication: 1,
+            replication: 0,
             key,
             value: s.value.clone(),
         };

@@ -275,38 +275,26 @@ impl Reactor {
         }
     }
 
-    /// Reads what the socket has (up to the buffer bound), then handles whole frames one by one,
-    /// stopping when the reply buffer is full (backpressure).
+    /// Reads what the socket has, a buffer's worth at a time, handling whole frames after each
+    /// (stopping when the reply buffer is full: backpressure). Epoll is edge-triggered, so reading
+    /// goes on until the socket says WouldBlock, or until reading is paused (the resume reads again).
     fn on_readable(&mut self, key: usize) {
-        let frame_max = match self.net.conns[key].role {
-            Role::Api => u16::MAX as usize,
-            Role::Peer => self.net.cfg.p2p_frame_bytes_max,
-        };
-        let mut eof = false;
-        let now = self.net.now();
-        let scratch = &mut self.net.scratch;
-        let c = &mut self.net.conns[key];
-        // Read into one reused scratch buffer and append only what arrived (no zeroing per read).
-        while c.rbuf.len() < frame_max + READ_CHUNK {
-            match c.stream.read(&mut scratch[..]) {
-                Ok(0) => {
-                    eof = true;
-                    break;
+        loop {
+            let now = self.net.now();
+            let outcome = self.net.read_some(key, now);
+            self.handle_frames(key, now);
+            match outcome {
+                ReadOutcome::Drained => return,
+                ReadOutcome::Closed => {
+                    return self.net.close(key, "closed by the other side", false);
                 }
-                Ok(n) => c.rbuf.extend_from_slice(&scratch[..n]),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    log::debug!("read from {} failed: {e}", c.remote);
-                    eof = true;
-                    break;
+                ReadOutcome::BufferFull
+                    if self.net.conns.get(key).is_none_or(|c| c.reading_paused) =>
+                {
+                    return;
                 }
+                ReadOutcome::BufferFull => {}
             }
-        }
-        c.last_active = now;
-        self.handle_frames(key, now);
-        if eof && self.net.conns.contains(key) {
-            self.net.close(key, "closed by the other side", false);
         }
     }
 
@@ -363,7 +351,43 @@ fn client_id(key: usize, generation: u32) -> ClientId {
     ((generation as u64) << 32) | key as u64
 }
 
+enum ReadOutcome {
+    /// The socket has nothing more for now.
+    Drained,
+    /// The receive buffer reached its bound; more may be waiting.
+    BufferFull,
+    /// End of stream or a read error.
+    Closed,
+}
+
 impl Net {
+    /// Reads into the connection's buffer until WouldBlock, end of stream or the buffer bound (the
+    /// largest frame plus one read). Reads go through one reused scratch buffer, so only what
+    /// arrived is appended (no zeroing per read).
+    fn read_some(&mut self, key: usize, now: Time) -> ReadOutcome {
+        let Some(c) = self.conns.get_mut(key) else {
+            return ReadOutcome::Closed;
+        };
+        let frame_max = match c.role {
+            Role::Api => u16::MAX as usize,
+            Role::Peer => self.cfg.p2p_frame_bytes_max,
+        };
+        c.last_active = now;
+        while c.rbuf.len() < frame_max + READ_CHUNK {
+            match c.stream.read(&mut self.scratch[..]) {
+                Ok(0) => return ReadOutcome::Closed,
+                Ok(n) => c.rbuf.extend_from_slice(&self.scratch[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return ReadOutcome::Drained,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("read from {} failed: {e}", c.remote);
+                    return ReadOutcome::Closed;
+                }
+            }
+        }
+        ReadOutcome::BufferFull
+    }
+
     fn now(&self) -> Time {
         Time(self.start.elapsed().as_millis() as u64)
     }

@@ -46,6 +46,9 @@ pub enum FailureReason {
     NotFound = 1,
     /// The store is full (byte quota) or the value was refused.
     Refused = 2,
+    /// The receiver is not responsible for the key (the sender's view of the ring is stale) and
+    /// holds no copy: look the key up again.
+    NotResponsible = 3,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,8 +57,9 @@ pub enum PeerMsg {
     StorageGet {
         key: Key,
     },
-    /// Store a value for `ttl_ms` more milliseconds. `replication` > 1 asks the receiver, as the key's
-    /// primary, to copy it to its next `replication - 1` successors; replicas get `replication` 1.
+    /// Store a value for `ttl_ms` more milliseconds. `replication` ≥ 1 is a write to the key's
+    /// responsible node, which copies it to its next `replication - 1` successors; 0 marks such a
+    /// copy (or a hand-off), stored as it is.
     StoragePut {
         ttl_ms: u32,
         replication: u8,
@@ -398,6 +402,7 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
             let reason = match b.has_remaining().then(|| b.get_u8()) {
                 Some(1) => FailureReason::NotFound,
                 Some(2) => FailureReason::Refused,
+                Some(3) => FailureReason::NotResponsible,
                 _ => return Err(bad),
             };
             PeerMsg::StorageFailure { key, reason }

@@ -63,7 +63,7 @@ impl Ring {
     pub fn is_last_resort(&self, addr: std::net::SocketAddr) -> bool {
         self.succs.len() == 1
             && self.succs[0].addr == addr
-            && self.known_peers().iter().all(|p| p.addr == addr)
+            && self.ahead_peers().iter().all(|p| p.addr == addr)
     }
 
     /// Forgets a peer everywhere (it is dead or gone). When it was the last successor, the closest
@@ -87,7 +87,7 @@ impl Ring {
             } else {
                 let me = self.me.id;
                 let mut others: Vec<Peer> = self
-                    .known_peers()
+                    .ahead_peers()
                     .into_iter()
                     .filter(|p| p.addr != addr)
                     .collect();
@@ -159,6 +159,21 @@ impl Ring {
         if p.id != self.me.id {
             self.fingers[i] = Some(p);
         }
+    }
+
+    /// The distinct nodes known ahead of us (fingers and successors): the only fallback successors.
+    /// Never the predecessor: taking it as successor would close a tiny ring behind our back.
+    fn ahead_peers(&self) -> Vec<Peer> {
+        let mut v: Vec<Peer> = self
+            .fingers
+            .iter()
+            .flatten()
+            .chain(self.succs.iter())
+            .copied()
+            .collect();
+        v.sort();
+        v.dedup();
+        v
     }
 
     /// Every distinct node this table knows, for the invariant checks and the operator view.

@@ -173,6 +173,63 @@ impl Sim {
         addr
     }
 
+    /// Adds nodes until there are `n`, at random times within `spread_ms`, each joining through a
+    /// random node added before it (the first starts the ring).
+    pub fn grow(&mut self, n: usize, spread_ms: u64) {
+        let mut addrs: Vec<SocketAddr> = if self.nodes.is_empty() {
+            vec![self.add_node(None)]
+        } else {
+            self.nodes.keys().copied().collect()
+        };
+        let mut times: Vec<u64> = (addrs.len()..n)
+            .map(|_| self.rng.below(spread_ms.max(1)))
+            .collect();
+        times.sort();
+        let start = self.now;
+        for t in times {
+            self.run_until(start + t);
+            let via = addrs[self.rng.below(addrs.len() as u64) as usize];
+            addrs.push(self.add_node(Some(via)));
+        }
+    }
+
+    /// Runs until every node's successor list and predecessor match the oracle; returns how long
+    /// that took, or the oracle's complaint after `limit_ms`.
+    pub fn converge(&mut self, limit_ms: u64) -> Result<u64, String> {
+        match self.run_until_cond(100, limit_ms, |s| oracle::check_ideal(s).is_ok()) {
+            Some(ms) => Ok(ms),
+            None => Err(oracle::check_ideal(self).unwrap_err()),
+        }
+    }
+
+    /// Probes `count` random keys from random nodes and waits for the answers; returns the path
+    /// lengths, having checked every answer against the oracle.
+    pub fn probe_random(&mut self, count: usize) -> Result<Vec<u8>, String> {
+        self.probes.clear();
+        let addrs: Vec<SocketAddr> = self.nodes.keys().copied().collect();
+        for _ in 0..count {
+            let at = addrs[self.rng.below(addrs.len() as u64) as usize];
+            let key = Id::hash(&self.rng.next_u64().to_be_bytes());
+            self.probe(at, key);
+        }
+        self.run_for(10_000);
+        // Lost messages lose probes (the prober does not retry); without loss, all must answer.
+        if self.probes.len() != count && self.net.loss == 0.0 {
+            return Err(format!("{} of {count} probes answered", self.probes.len()));
+        }
+        let sorted = self.live_sorted();
+        for p in &self.probes {
+            let want = oracle::owner(&sorted, &p.key);
+            if p.owner != want {
+                return Err(format!(
+                    "probe for {:?} answered {:?}, oracle {:?}",
+                    p.key, p.owner, want
+                ));
+            }
+        }
+        Ok(self.probes.iter().map(|p| p.path_length).collect())
+    }
+
     /// The node stops at once: messages to it fail, nothing is handed over.
     pub fn crash(&mut self, addr: SocketAddr) {
         self.nodes.remove(&addr);

@@ -30,6 +30,10 @@ pub struct NodeConfig {
     pub lookup_timeout_ms: u64,
     /// Outstanding requests (lookups, P2P RPCs, client GETs) the node keeps at once.
     pub pending_requests_max: usize,
+    /// How often the responsible node compares summaries with its replica holders.
+    pub repair_interval_ms: u64,
+    /// Value bytes one repair round may push.
+    pub repair_bytes_per_round_max: usize,
 }
 
 /// The reactor's settings: sockets, buffers and connection limits.
@@ -72,6 +76,8 @@ impl Default for Config {
                 request_timeout_ms: 1000,
                 lookup_timeout_ms: 5000,
                 pending_requests_max: 10_000,
+                repair_interval_ms: 10_000,
+                repair_bytes_per_round_max: 1 << 20,
             },
             reactor: ReactorConfig {
                 api_address: SocketAddr::from(([127, 0, 0, 1], 7401)),
@@ -124,6 +130,8 @@ const DHT_KEYS: &[&str] = &[
     "request_timeout_ms",
     "lookup_timeout_ms",
     "pending_requests_max",
+    "repair_interval_ms",
+    "repair_bytes_per_round_max",
     "connections_max",
     "connection_buffer_bytes_max",
     "p2p_frame_bytes_max",
@@ -212,6 +220,13 @@ impl Config {
             n.pending_requests_max,
             16,
             10_000_000,
+        )?;
+        n.repair_interval_ms = s.int("repair_interval_ms", n.repair_interval_ms, 100, 3_600_000)?;
+        n.repair_bytes_per_round_max = s.int(
+            "repair_bytes_per_round_max",
+            n.repair_bytes_per_round_max,
+            1 << 16,
+            1 << 34,
         )?;
         r.connections_max = s.int("connections_max", r.connections_max, 4, 1_000_000)?;
         r.connection_buffer_bytes_max = s.int(

@@ -2,7 +2,7 @@
 //! a byte quota. Expired values are never returned, and `sweep` (called from the core's periodic
 //! expiry timer) reclaims their memory. Owns no network or clock: times come in as arguments.
 
-use crate::id::{Key, in_half_open};
+use crate::id::Key;
 use crate::time::Time;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,6 +15,8 @@ pub const ENTRY_OVERHEAD_BYTES: usize = 128;
 pub struct Stored {
     pub value: Bytes,
     pub expires: Time,
+    /// How many copies the ring should keep (the PUT's clamped replication).
+    pub replication: u8,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +57,13 @@ impl Storage {
 
     /// Stores `value` under `key` until `expires` (last write wins). The value is copied into its own
     /// allocation so that it never pins a connection's larger receive buffer.
-    pub fn put(&mut self, key: Key, value: &Bytes, expires: Time) -> Result<(), StoreError> {
+    pub fn put(
+        &mut self,
+        key: Key,
+        value: &Bytes,
+        expires: Time,
+        replication: u8,
+    ) -> Result<(), StoreError> {
         let needed = value.len() + ENTRY_OVERHEAD_BYTES;
         let freed = self
             .values
@@ -73,6 +81,7 @@ impl Storage {
             Stored {
                 value: Bytes::copy_from_slice(value),
                 expires,
+                replication,
             },
         );
         Ok(())
@@ -108,11 +117,22 @@ impl Storage {
         self.by_expiry.first().map(|(t, _)| *t)
     }
 
-    /// Live entries whose key lies in the ring interval `(from, to]`, in key order.
+    /// Live entries whose key lies in the ring interval `(from, to]` (the whole ring when
+    /// `from == to`), in ring order from `from`, walking the tree range(s) directly.
     pub fn range(&self, from: Key, to: Key, now: Time) -> impl Iterator<Item = (&Key, &Stored)> {
-        self.values
-            .iter()
-            .filter(move |(k, s)| s.expires > now && in_half_open(*k, &from, &to))
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let (first, second) = if from < to {
+            (self.values.range((Excluded(from), Included(to))), None)
+        } else {
+            // Wraps past zero (or the whole ring when from == to).
+            (
+                self.values.range((Excluded(from), Unbounded)),
+                Some(self.values.range((Unbounded, Included(to)))),
+            )
+        };
+        first
+            .chain(second.into_iter().flatten())
+            .filter(move |(_, s)| s.expires > now)
     }
 
     /// Every live entry, in key order.
@@ -133,8 +153,9 @@ mod tests {
     #[test]
     fn last_write_wins_and_accounting_follows() {
         let mut s = Storage::new(10_000);
-        s.put(k(1), &Bytes::from_static(b"one"), Time(100)).unwrap();
-        s.put(k(1), &Bytes::from_static(b"three"), Time(200))
+        s.put(k(1), &Bytes::from_static(b"one"), Time(100), 1)
+            .unwrap();
+        s.put(k(1), &Bytes::from_static(b"three"), Time(200), 1)
             .unwrap();
         assert_eq!(
             s.get(&k(1), Time(0)).unwrap().value,
@@ -149,8 +170,10 @@ mod tests {
     #[test]
     fn expired_values_are_never_returned_and_sweep_reclaims_them() {
         let mut s = Storage::new(10_000);
-        s.put(k(1), &Bytes::from_static(b"a"), Time(1000)).unwrap();
-        s.put(k(2), &Bytes::from_static(b"b"), Time(5000)).unwrap();
+        s.put(k(1), &Bytes::from_static(b"a"), Time(1000), 1)
+            .unwrap();
+        s.put(k(2), &Bytes::from_static(b"b"), Time(5000), 1)
+            .unwrap();
         assert!(s.get(&k(1), Time(999)).is_some());
         assert!(s.get(&k(1), Time(1000)).is_none());
         assert_eq!(s.next_expiry(), Some(Time(1000)));
@@ -166,20 +189,26 @@ mod tests {
     #[test]
     fn quota_refuses_without_touching_existing_values() {
         let mut s = Storage::new(2 * ENTRY_OVERHEAD_BYTES + 20);
-        s.put(k(1), &Bytes::from(vec![1; 10]), Time(100)).unwrap();
-        s.put(k(2), &Bytes::from(vec![2; 10]), Time(100)).unwrap();
+        s.put(k(1), &Bytes::from(vec![1; 10]), Time(100), 1)
+            .unwrap();
+        s.put(k(2), &Bytes::from(vec![2; 10]), Time(100), 1)
+            .unwrap();
         let err = s
-            .put(k(3), &Bytes::from(vec![3; 1]), Time(100))
+            .put(k(3), &Bytes::from(vec![3; 1]), Time(100), 1)
             .unwrap_err();
         assert!(matches!(err, StoreError::QuotaExceeded { .. }));
         // An overwrite that would not fit keeps the old value.
-        assert!(s.put(k(1), &Bytes::from(vec![9; 11]), Time(100)).is_err());
+        assert!(
+            s.put(k(1), &Bytes::from(vec![9; 11]), Time(100), 1)
+                .is_err()
+        );
         assert_eq!(
             s.get(&k(1), Time(0)).unwrap().value,
             Bytes::from(vec![1; 10])
         );
         // An overwrite of the same size fits.
-        s.put(k(1), &Bytes::from(vec![8; 10]), Time(100)).unwrap();
+        s.put(k(1), &Bytes::from(vec![8; 10]), Time(100), 1)
+            .unwrap();
         assert_eq!(s.len(), 2);
     }
 
@@ -187,7 +216,8 @@ mod tests {
     fn range_follows_ring_intervals() {
         let mut s = Storage::new(100_000);
         for b in [10u8, 20, 30, 250] {
-            s.put(k(b), &Bytes::from_static(b"x"), Time(100)).unwrap();
+            s.put(k(b), &Bytes::from_static(b"x"), Time(100), 1)
+                .unwrap();
         }
         let keys = |from: u8, to: u8| {
             s.range(k(from), k(to), Time(0))
@@ -195,7 +225,7 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(keys(10, 30), vec![20, 30]);
-        assert_eq!(keys(240, 15), vec![10, 250]);
+        assert_eq!(keys(240, 15), vec![250, 10]);
         assert_eq!(keys(7, 7).len(), 4);
     }
 }

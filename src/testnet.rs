@@ -19,6 +19,7 @@ pub fn loopback_config(bootstrap: Vec<SocketAddr>) -> Config {
     cfg.node.fix_fingers_interval_ms = 100;
     cfg.node.check_predecessor_interval_ms = 400;
     cfg.node.request_timeout_ms = 500;
+    cfg.node.repair_interval_ms = 1000;
     cfg
 }
 

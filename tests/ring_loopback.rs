@@ -99,7 +99,7 @@ fn values_are_found_through_every_node_across_joins_and_a_kill() {
 
     // A killed node is routed around; its values live on at their replicas.
     let victim = nodes.remove(5);
-    victim.stop();
+    victim.kill();
     wait_until(CONVERGE, "ring of 16 without the killed node", || {
         ring_is_whole(&nodes)
     });

@@ -9,6 +9,7 @@
 
 mod maintenance;
 mod ops;
+mod repair;
 pub mod ring;
 
 use crate::config::NodeConfig;
@@ -58,9 +59,11 @@ enum Periodic {
     FixFingers,
     /// Ping the predecessor; forget it if it does not answer.
     CheckPredecessor,
+    /// Compare summaries with the replica holders and push what they lack (repair.rs).
+    Repair,
 }
 
-const PERIODIC_COUNT: usize = 4;
+const PERIODIC_COUNT: usize = 5;
 
 /// What an outstanding request id is waiting for.
 #[derive(Debug)]
@@ -101,6 +104,8 @@ enum RpcKind {
     },
     /// STORAGE PUT of a replica or a handed-off value; the answer's hash is checked.
     Push { key: Key, value_hash: Id },
+    /// SYNC to the `index`-th successor (repair).
+    Sync { holder: Peer, index: usize },
 }
 
 /// A client's request while it is routed.
@@ -143,6 +148,10 @@ pub struct Node {
     /// Which contact the next join attempt uses.
     bootstrap_next: usize,
     last_resort_failures: u32,
+    /// Bytes a repair round may still push.
+    repair_budget: usize,
+    /// Set by `handle_leave`: the node is handing its values on before it exits.
+    leaving: bool,
     /// The next finger index fix_fingers refreshes.
     finger_next: usize,
     transmits: VecDeque<Transmit>,
@@ -177,6 +186,8 @@ impl Node {
             contacts: bootstrap,
             bootstrap_next: 0,
             last_resort_failures: 0,
+            repair_budget: 0,
+            leaving: false,
             finger_next: 0,
             transmits: VecDeque::new(),
             replies: VecDeque::new(),
@@ -189,6 +200,7 @@ impl Node {
         node.schedule(Periodic::Stabilize);
         node.schedule(Periodic::FixFingers);
         node.schedule(Periodic::CheckPredecessor);
+        node.schedule(Periodic::Repair);
         log::info!(
             "[{}] node at {} ({})",
             id.short(),
@@ -238,6 +250,13 @@ impl Node {
                 let msg = self.info();
                 self.send(from, request, msg);
             }
+            PeerMsg::Sync {
+                from: f,
+                to,
+                index,
+                buckets,
+            } => self.on_sync(from, request, (f, to), index, buckets),
+            PeerMsg::Leave { node, pred, succs } => self.on_leave(node, pred, succs),
             PeerMsg::Hello { .. } => {}
             reply => self.on_reply(from, request, reply),
         }
@@ -397,6 +416,7 @@ impl Node {
             Periodic::Stabilize => self.cfg.stabilize_interval_ms,
             Periodic::FixFingers => self.cfg.fix_fingers_interval_ms,
             Periodic::CheckPredecessor => self.cfg.check_predecessor_interval_ms,
+            Periodic::Repair => self.cfg.repair_interval_ms,
         };
         let at = self.now + self.rng.jitter(base, JITTER_PERCENT);
         self.periodic[timer as usize] = Some(at);
@@ -408,6 +428,7 @@ impl Node {
             Periodic::Stabilize => self.stabilize(),
             Periodic::FixFingers => self.fix_fingers(),
             Periodic::CheckPredecessor => self.check_predecessor(),
+            Periodic::Repair => self.repair(),
         }
         if timer != Periodic::Join {
             self.schedule(timer);
@@ -437,6 +458,22 @@ impl Node {
                     self.lookup_done(purpose, nodes)
                 }
                 other => self.unexpected(from, other, Pending::Lookup { target, purpose }),
+            },
+            Pending::Rpc {
+                kind: RpcKind::Sync { holder, index },
+                ..
+            } => match msg {
+                PeerMsg::SyncReply { differing, keys } => {
+                    self.sync_reply(holder, index, differing, keys)
+                }
+                other => self.unexpected(
+                    from,
+                    other,
+                    Pending::Rpc {
+                        peer: from,
+                        kind: RpcKind::Sync { holder, index },
+                    },
+                ),
             },
             Pending::Rpc {
                 kind: kind @ (RpcKind::Client { .. } | RpcKind::Push { .. }),
@@ -533,6 +570,7 @@ const PERIODIC_ORDER: [Periodic; PERIODIC_COUNT] = [
     Periodic::Stabilize,
     Periodic::FixFingers,
     Periodic::CheckPredecessor,
+    Periodic::Repair,
 ];
 
 /// Where [`drive`] puts a node's outputs.

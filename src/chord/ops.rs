@@ -5,8 +5,9 @@ use super::{ClientOp, ClientOpKind, HOPS_MAX, Node, Pending, Purpose, RpcKind};
 use crate::chord::ClientId;
 use crate::id::{Id, Key};
 use crate::storage::{StoreError, Stored};
+use crate::time::Time;
 use crate::wire::api::{ApiReply, ApiRequest};
-use crate::wire::p2p::{FailureReason, PEERS_MAX, Peer, PeerMsg};
+use crate::wire::p2p::{COPY_FLAG, FailureReason, PEERS_MAX, Peer, PeerMsg};
 use bytes::Bytes;
 use std::net::SocketAddr;
 
@@ -27,6 +28,11 @@ pub struct Stats {
     pub client_puts: u64,
     pub get_failures: u64,
     pub put_failures: u64,
+    pub repair_rounds: u64,
+    /// SYNC messages sent (each answered by one SYNC REPLY).
+    pub repair_messages: u64,
+    pub repair_values_pushed: u64,
+    pub repair_bytes_pushed: u64,
 }
 
 impl Node {
@@ -434,6 +440,8 @@ impl Node {
         self.send(from, request, msg);
     }
 
+    /// STORAGE PUT: a write to the responsible node (stored, then copied to the next successors),
+    /// or a copy (`COPY_FLAG`: a replica, a repair or a hand-off, stored as it is).
     pub(super) fn on_storage_put(
         &mut self,
         from: SocketAddr,
@@ -445,16 +453,25 @@ impl Node {
     ) {
         let ttl = (ttl as u64).min(self.cfg.ttl_max_s as u64 * 1000);
         let expires = self.now + ttl;
-        if replication > 0 && self.not_responsible(&key) {
+        let copy = replication & COPY_FLAG != 0;
+        let replication = (replication & !COPY_FLAG).max(1);
+        if !copy && self.not_responsible(&key) {
             let reason = FailureReason::NotResponsible;
             return self.send(from, request, PeerMsg::StorageFailure { key, reason });
         }
-        let msg = match self.store(key, &value, expires, replication) {
+        let stored = if copy {
+            self.storage
+                .put(key, &value, expires, replication)
+                .map_err(|e| self.refused(key, &value, e))
+        } else {
+            self.store(key, &value, expires, replication)
+        };
+        let msg = match stored {
             Ok(()) => PeerMsg::StoragePutSuccess {
                 key,
                 value_hash: Id::hash(&value),
             },
-            Err(_) => PeerMsg::StorageFailure {
+            Err(()) => PeerMsg::StorageFailure {
                 key,
                 reason: FailureReason::Refused,
             },
@@ -462,34 +479,33 @@ impl Node {
         self.send(from, request, msg);
     }
 
+    fn refused(&self, key: Key, value: &Bytes, e: StoreError) {
+        log::warn!(
+            "[{}] refused to store {} ({} bytes): {:?}",
+            self.short(),
+            key.short(),
+            value.len(),
+            e
+        );
+    }
+
     /// Our predecessor shows the key belongs to another node (without one we cannot tell, and accept).
     fn not_responsible(&self, key: &Key) -> bool {
         self.ring.pred.is_some() && !self.ring.owns(key)
     }
 
-    /// Stores locally and, as the primary, copies to the next `replication - 1` successors.
-    fn store(
-        &mut self,
-        key: Key,
-        value: &Bytes,
-        expires: crate::time::Time,
-        replication: u8,
-    ) -> Result<(), StoreError> {
-        if let Err(e) = self.storage.put(key, value, expires) {
-            log::warn!(
-                "[{}] refused to store {} ({} bytes): {:?}",
-                self.short(),
-                key.short(),
-                value.len(),
-                e
-            );
-            return Err(e);
+    /// Stores locally as the responsible node and copies to the next `replication - 1` successors.
+    fn store(&mut self, key: Key, value: &Bytes, expires: Time, replication: u8) -> Result<(), ()> {
+        if let Err(e) = self.storage.put(key, value, expires, replication) {
+            self.refused(key, value, e);
+            return Err(());
         }
         let copies = (replication as usize).saturating_sub(1);
         let targets: Vec<Peer> = self.ring.succs().iter().take(copies).copied().collect();
         let stored = Stored {
             value: value.clone(),
             expires,
+            replication,
         };
         for p in targets {
             self.push(p, key, &stored);
@@ -497,12 +513,11 @@ impl Node {
         Ok(())
     }
 
-    /// Sends one value to `to` as a plain copy (replication 0); the answer's hash is checked while
-    /// there is room to track it.
-    fn push(&mut self, to: Peer, key: Key, s: &Stored) {
+    /// Sends one value to `to` as a copy; the answer's hash is checked while there is room to track it.
+    pub(super) fn push(&mut self, to: Peer, key: Key, s: &Stored) {
         let msg = PeerMsg::StoragePut {
             ttl_ms: ttl_ms(s.expires, self.now),
-            replication: 0,
+            replication: s.replication | COPY_FLAG,
             key,
             value: s.value.clone(),
         };
@@ -557,6 +572,6 @@ impl Node {
     }
 }
 
-fn ttl_ms(expires: crate::time::Time, now: crate::time::Time) -> u32 {
+fn ttl_ms(expires: Time, now: Time) -> u32 {
     expires.ms_since(now).min(u32::MAX as u64) as u32
 }

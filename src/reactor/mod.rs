@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 const API_LISTENER: Token = Token(0);
@@ -36,13 +36,28 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Stops a running reactor from another thread (tests, testnet) or a signal.
 #[derive(Clone)]
 pub struct StopHandle {
-    stop: Arc<AtomicBool>,
+    stop: Arc<AtomicU8>,
     waker: Arc<Waker>,
 }
 
+const RUNNING: u8 = 0;
+const LEAVING: u8 = 1;
+const KILLED: u8 = 2;
+/// How long a graceful leave may take to hand values on before the node exits anyway.
+const LEAVE_GRACE_MS: u64 = 3000;
+
 impl StopHandle {
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
+    /// Graceful: hand values on, tell the neighbours, then exit (what SIGINT/SIGTERM do).
+    pub fn leave(&self) {
+        let _ = self
+            .stop
+            .compare_exchange(RUNNING, LEAVING, Ordering::SeqCst, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+
+    /// Abrupt, like a crash: exit at once, telling nobody.
+    pub fn kill(&self) {
+        self.stop.store(KILLED, Ordering::SeqCst);
         let _ = self.waker.wake();
     }
 }
@@ -53,7 +68,7 @@ pub struct Reactor {
     net: Net,
     api_listener: TcpListener,
     p2p_listener: TcpListener,
-    stop: Arc<AtomicBool>,
+    stop: Arc<AtomicU8>,
     waker: Arc<Waker>,
     signals: Option<mio::net::UnixStream>,
 }
@@ -112,7 +127,7 @@ impl Reactor {
             net,
             api_listener,
             p2p_listener,
-            stop: Arc::new(AtomicBool::new(false)),
+            stop: Arc::new(AtomicU8::new(RUNNING)),
             waker,
             signals: None,
         })
@@ -155,12 +170,32 @@ impl Reactor {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut next_timeout = self.flush_outputs();
-        while !self.stop.load(Ordering::SeqCst) {
+        let mut leave_deadline: Option<Time> = None;
+        loop {
             let now = self.net.now();
-            let wake = [next_timeout, self.net.idle.next_deadline()]
-                .into_iter()
-                .flatten()
-                .min();
+            match self.stop.load(Ordering::SeqCst) {
+                KILLED => break,
+                LEAVING if leave_deadline.is_none() => {
+                    self.node.handle_leave(now);
+                    leave_deadline = Some(now + LEAVE_GRACE_MS);
+                    next_timeout = self.flush_outputs();
+                }
+                _ => {}
+            }
+            if let Some(deadline) = leave_deadline {
+                let flushed = self.net.conns.iter().all(|(_, c)| c.wbuf.is_empty());
+                if (self.node.leave_done() && flushed) || now >= deadline {
+                    break;
+                }
+            }
+            let wake = [
+                next_timeout,
+                self.net.idle.next_deadline(),
+                leave_deadline.map(|_| now + 20),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let wait = wake.map(|t| Duration::from_millis(t.ms_since(now)));
             if let Err(e) = self.poll.poll(&mut events, wait) {
                 if e.kind() == ErrorKind::Interrupted {
@@ -203,8 +238,10 @@ impl Reactor {
         if let Some(s) = self.signals.as_mut() {
             while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
         }
-        log::info!("signal received; shutting down");
-        self.stop.store(true, Ordering::SeqCst);
+        log::info!("signal received; leaving the ring");
+        let _ = self
+            .stop
+            .compare_exchange(RUNNING, LEAVING, Ordering::SeqCst, Ordering::SeqCst);
     }
 
     /// Drains the node into the connections, reports unreachable peers back, and writes.
@@ -666,13 +703,19 @@ impl RunningNode {
         })
     }
 
-    /// Stops the node and waits for its thread.
-    pub fn stop(mut self) {
-        self.stop_and_join();
+    /// Leaves the ring gracefully (values handed on) and waits for the thread.
+    pub fn leave(mut self) {
+        self.stop.leave();
+        self.join();
     }
 
-    fn stop_and_join(&mut self) {
-        self.stop.stop();
+    /// Stops the node abruptly, like a crash, and waits for the thread.
+    pub fn kill(mut self) {
+        self.stop.kill();
+        self.join();
+    }
+
+    fn join(&mut self) {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -681,6 +724,7 @@ impl RunningNode {
 
 impl Drop for RunningNode {
     fn drop(&mut self) {
-        self.stop_and_join();
+        self.stop.kill();
+        self.join();
     }
 }

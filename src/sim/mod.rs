@@ -52,6 +52,10 @@ enum Event {
         client: ClientId,
         req: ApiRequest,
     },
+    /// A leaving node's grace period is over.
+    Gone {
+        at: SocketAddr,
+    },
 }
 
 struct Scheduled {
@@ -235,6 +239,17 @@ impl Sim {
         self.nodes.remove(&addr);
     }
 
+    /// Graceful leave: the node hands its values on and tells its neighbours, and is gone once the
+    /// hand-off is acknowledged (or after 3 s, like the reactor).
+    pub fn leave(&mut self, addr: SocketAddr) {
+        let Some(n) = self.nodes.get_mut(&addr) else {
+            return;
+        };
+        n.node.handle_leave(self.now);
+        self.after_handle(addr);
+        self.schedule(self.now + 3000, Event::Gone { at: addr });
+    }
+
     pub fn client_request(&mut self, at: SocketAddr, client: ClientId, req: ApiRequest) {
         self.schedule(self.now, Event::Client { at, client, req });
     }
@@ -329,6 +344,10 @@ impl Sim {
                 self.hash_event(3, at, 0);
                 at
             }
+            Event::Gone { at } => {
+                self.nodes.remove(&at);
+                return;
+            }
             Event::Client { at, client, req } => {
                 self.hash_event(4, at, client);
                 let Some(n) = self.nodes.get_mut(&at) else {
@@ -340,6 +359,9 @@ impl Sim {
         };
         self.after_handle(at);
         self.nodes[&at].node.check_invariants();
+        if self.nodes[&at].node.leave_done() {
+            self.nodes.remove(&at);
+        }
         if self.check_every_event
             && let Err(e) = oracle::check_rings(self)
         {

@@ -14,6 +14,9 @@ use std::net::SocketAddr;
 /// "VPDH": VoidPhone DHT.
 pub const MAGIC: u32 = 0x5650_4448;
 pub const HEADER_BYTES: usize = 4 + 4 + 2 + 8;
+/// STORAGE PUT `replication` bit 7: a copy (replica, repair, hand-off) rather than a write to the
+/// responsible node; bits 0–6 carry the number of copies wanted either way.
+pub const COPY_FLAG: u8 = 0x80;
 /// The most peers one message lists (successor lists are bounded well below it by config).
 pub const PEERS_MAX: usize = 64;
 
@@ -22,6 +25,8 @@ pub const STORAGE_PUT: u16 = 1002;
 pub const STORAGE_GET_SUCCESS: u16 = 1003;
 pub const STORAGE_PUT_SUCCESS: u16 = 1004;
 pub const STORAGE_FAILURE: u16 = 1005;
+pub const SYNC: u16 = 1006;
+pub const SYNC_REPLY: u16 = 1007;
 pub const PEER_FIND: u16 = 1051;
 pub const PEER_FOUND: u16 = 1052;
 pub const PREDECESSOR_GET: u16 = 1053;
@@ -32,6 +37,11 @@ pub const PING: u16 = 1057;
 pub const PONG: u16 = 1058;
 pub const INFO_GET: u16 = 1059;
 pub const INFO_REPLY: u16 = 1060;
+pub const LEAVE: u16 = 1061;
+/// Buckets a repair summary splits a key range into (by the key's top 6 bits).
+pub const SYNC_BUCKETS: usize = 64;
+/// The most keys one SYNC REPLY lists (it stays well under the smallest frame limit).
+pub const SYNC_KEYS_MAX: usize = 1500;
 
 /// A node as other nodes know it: its ring id and advertised P2P address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -57,9 +67,9 @@ pub enum PeerMsg {
     StorageGet {
         key: Key,
     },
-    /// Store a value for `ttl_ms` more milliseconds. `replication` ≥ 1 is a write to the key's
-    /// responsible node, which copies it to its next `replication - 1` successors; 0 marks such a
-    /// copy (or a hand-off), stored as it is.
+    /// Store a value for `ttl_ms` more milliseconds, `replication` copies wanted. Without
+    /// [`COPY_FLAG`] it is a write to the key's responsible node, which copies it to its next
+    /// `replication - 1` successors; with it, such a copy (or a repair, a hand-off), stored as it is.
     StoragePut {
         ttl_ms: u32,
         replication: u8,
@@ -110,6 +120,25 @@ pub enum PeerMsg {
     },
     Ping,
     Pong,
+    /// Repair summary from a key range's responsible node to its `index`-th successor: per bucket,
+    /// the XOR digest and count of the keys in `(from, to]` that holder should keep.
+    Sync {
+        from: Id,
+        to: Id,
+        index: u8,
+        buckets: Vec<(u64, u32)>,
+    },
+    /// The holder's answer: a bitmap of the buckets that differ and the keys it holds in them.
+    SyncReply {
+        differing: u64,
+        keys: Vec<Key>,
+    },
+    /// The sender leaves the ring: here are its predecessor and successors.
+    Leave {
+        node: Peer,
+        pred: Option<Peer>,
+        succs: Vec<Peer>,
+    },
     /// Operator view: ask a node for its ring pointers and storage counts.
     InfoGet,
     InfoReply {
@@ -183,6 +212,9 @@ impl PeerMsg {
             PeerMsg::Pong => PONG,
             PeerMsg::InfoGet => INFO_GET,
             PeerMsg::InfoReply { .. } => INFO_REPLY,
+            PeerMsg::Sync { .. } => SYNC,
+            PeerMsg::SyncReply { .. } => SYNC_REPLY,
+            PeerMsg::Leave { .. } => LEAVE,
         }
     }
 
@@ -208,6 +240,14 @@ impl PeerMsg {
                     + pred.as_ref().map_or(0, peer_len)
                     + succs.iter().map(peer_len).sum::<usize>()
                     + 16
+            }
+            PeerMsg::Sync { buckets, .. } => 65 + 12 * buckets.len(),
+            PeerMsg::SyncReply { keys, .. } => 8 + 2 + 32 * keys.len(),
+            PeerMsg::Leave { node, pred, succs } => {
+                peer_len(node)
+                    + 2
+                    + pred.as_ref().map_or(0, peer_len)
+                    + succs.iter().map(peer_len).sum::<usize>()
             }
             PeerMsg::PredecessorSet { node } | PeerMsg::Hello { node } => peer_len(node),
         }
@@ -293,6 +333,33 @@ impl Frame {
                 out.put_u32(*values_primary);
                 out.put_u32(*values_replica);
                 out.put_u64(*bytes_stored);
+            }
+            PeerMsg::Sync {
+                from,
+                to,
+                index,
+                buckets,
+            } => {
+                assert_eq!(buckets.len(), SYNC_BUCKETS);
+                out.put_slice(&from.0);
+                out.put_slice(&to.0);
+                out.put_u8(*index);
+                for (digest, count) in buckets {
+                    out.put_u64(*digest);
+                    out.put_u32(*count);
+                }
+            }
+            PeerMsg::SyncReply { differing, keys } => {
+                assert!(keys.len() <= SYNC_KEYS_MAX);
+                out.put_u64(*differing);
+                out.put_u16(keys.len() as u16);
+                for k in keys {
+                    out.put_slice(&k.0);
+                }
+            }
+            PeerMsg::Leave { node, pred, succs } => {
+                put_peer(out, node);
+                put_pred_succs(out, pred, succs);
             }
             PeerMsg::PredecessorSet { node } | PeerMsg::Hello { node } => put_peer(out, node),
         }
@@ -443,6 +510,42 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
             PeerMsg::PredecessorReply { pred, succs }
         }
         INFO_GET => PeerMsg::InfoGet,
+        SYNC => {
+            let from = take_id(&mut b).ok_or(bad.clone())?;
+            let to = take_id(&mut b).ok_or(bad.clone())?;
+            let index = take_u8(&mut b).ok_or(bad.clone())?;
+            if b.remaining() != 12 * SYNC_BUCKETS {
+                return Err(bad);
+            }
+            let buckets = (0..SYNC_BUCKETS)
+                .map(|_| (b.get_u64(), b.get_u32()))
+                .collect();
+            PeerMsg::Sync {
+                from,
+                to,
+                index,
+                buckets,
+            }
+        }
+        SYNC_REPLY => {
+            if b.remaining() < 10 {
+                return Err(bad);
+            }
+            let differing = b.get_u64();
+            let n = b.get_u16() as usize;
+            if n > SYNC_KEYS_MAX || b.remaining() != 32 * n {
+                return Err(bad);
+            }
+            let keys = (0..n)
+                .map(|_| take_id(&mut b).expect("length checked"))
+                .collect();
+            PeerMsg::SyncReply { differing, keys }
+        }
+        LEAVE => {
+            let node = take_peer(&mut b).ok_or(bad.clone())?;
+            let (pred, succs) = take_pred_succs(&mut b).ok_or(bad.clone())?;
+            PeerMsg::Leave { node, pred, succs }
+        }
         INFO_REPLY => {
             let node = take_peer(&mut b).ok_or(bad.clone())?;
             let (pred, succs) = take_pred_succs(&mut b).ok_or(bad.clone())?;
@@ -585,6 +688,21 @@ mod tests {
             PeerMsg::Ping,
             PeerMsg::Pong,
             PeerMsg::InfoGet,
+            PeerMsg::Sync {
+                from: k,
+                to: Id([9; 32]),
+                index: 2,
+                buckets: (0..64).map(|i| (i * 7, i as u32)).collect(),
+            },
+            PeerMsg::SyncReply {
+                differing: 1 << 63 | 5,
+                keys: vec![k, Id([1; 32])],
+            },
+            PeerMsg::Leave {
+                node: peer(1, 1),
+                pred: None,
+                succs: vec![peer(2, 2)],
+            },
             PeerMsg::InfoReply {
                 node: peer(1, 1),
                 pred: Some(peer(2, 2)),

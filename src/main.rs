@@ -20,6 +20,7 @@ USAGE:
     voidphone-dht ring --p2p ADDR                walk the ring from a node
     voidphone-dht testnet --nodes N              run N joined nodes on 127.0.0.1
     voidphone-dht sim --nodes N [--seed S]       simulate a ring: convergence, path lengths
+    voidphone-dht bench --api A[,B] --conns C --pipeline P --secs S --op get|put   load a node or ring
 
 RUN OPTIONS:
     -c, --config FILE        configuration file (default: node.toml)
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
         Some("ring") => ring(skip_one(parser)),
         Some("testnet") => testnet(skip_one(parser)),
         Some("sim") => simulate(skip_one(parser)),
+        Some("bench") => bench(skip_one(parser)),
         _ => run(parser),
     };
     match result {
@@ -352,6 +354,127 @@ fn simulate(mut p: lexopt::Parser) -> Res {
         sim.events,
         sim.trace_hash(),
         started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bench`: a load generator in the spirit of redis-benchmark. Each connection is a thread that
+/// writes `pipeline` requests and reads the replies (PUTs are confirmed by one GET per round).
+fn bench(mut p: lexopt::Parser) -> Res {
+    use voidphone_dht::wire::api::ApiRequest;
+    let (mut apis, mut conns, mut pipeline, mut secs) =
+        (vec![DEFAULT_API.parse()?], 16usize, 1usize, 5.0f64);
+    let (mut op, mut keys, mut vsize) = ("get".to_string(), 10_000u64, 100usize);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("api") => {
+                let v: String = p.value()?.parse()?;
+                apis = v
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| format!("--api: bad address list {v:?}"))?;
+            }
+            Long("conns") => conns = p.value()?.parse()?,
+            Long("pipeline") => pipeline = p.value()?.parse()?,
+            Long("secs") => secs = p.value()?.parse()?,
+            Long("op") => op = p.value()?.parse()?,
+            Long("keys") => keys = p.value()?.parse()?,
+            Long("vsize") => vsize = p.value()?.parse()?,
+            Short('h') | Long("help") => {
+                println!(
+                    "voidphone-dht bench --api ADDR[,ADDR...] --conns C --pipeline P --secs S --op get|put [--keys K] [--vsize BYTES]"
+                );
+                println!(
+                    "  prints ops/s, p50 and p99 latency of a pipelined round, and misses. Run --op put first to load the keys."
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    if op != "get" && op != "put" {
+        return Err("--op takes get or put".into());
+    }
+    if conns == 0
+        || pipeline == 0
+        || keys == 0
+        || vsize == 0
+        || vsize > voidphone_dht::wire::api::VALUE_BYTES_MAX
+    {
+        return Err("--conns, --pipeline, --keys must be positive and --vsize 1..65495".into());
+    }
+    let key = |i: u64| voidphone_dht::id::Id::hash(&i.to_be_bytes());
+    let deadline = std::time::Instant::now() + Duration::from_secs_f64(secs);
+    let threads: Vec<_> = (0..conns)
+        .map(|c| {
+            let (api, op, value) = (
+                apis[c % apis.len()],
+                op.clone(),
+                bytes::Bytes::from(vec![0x5a; vsize]),
+            );
+            std::thread::spawn(move || -> std::io::Result<(u64, u64, Vec<u32>)> {
+                let mut client = ApiClient::connect(api)?;
+                let (mut ops, mut misses, mut lat) = (0u64, 0u64, Vec::new());
+                let mut i = c as u64;
+                let mut out = bytes::BytesMut::new();
+                while std::time::Instant::now() < deadline {
+                    out.clear();
+                    let start = std::time::Instant::now();
+                    for _ in 0..pipeline {
+                        i = (i + conns as u64) % keys;
+                        let req = if op == "put" {
+                            ApiRequest::Put {
+                                ttl_s: 3600,
+                                replication: 3,
+                                key: key(i),
+                                value: value.clone(),
+                            }
+                        } else {
+                            ApiRequest::Get { key: key(i) }
+                        };
+                        req.encode(&mut out);
+                    }
+                    if op == "put" {
+                        ApiRequest::Get { key: key(i) }.encode(&mut out);
+                    }
+                    client.send_raw(&out)?;
+                    let replies = if op == "put" { 1 } else { pipeline };
+                    for _ in 0..replies {
+                        if matches!(
+                            client.recv()?,
+                            voidphone_dht::wire::api::ApiReply::Failure { .. }
+                        ) && op == "get"
+                        {
+                            misses += 1;
+                        }
+                    }
+                    ops += pipeline as u64;
+                    lat.push(start.elapsed().as_micros() as u32);
+                }
+                Ok((ops, misses, lat))
+            })
+        })
+        .collect();
+    let (mut ops, mut misses, mut lat) = (0u64, 0u64, Vec::new());
+    for t in threads {
+        let (o, m, l) = t.join().map_err(|_| "a load thread panicked")??;
+        ops += o;
+        misses += m;
+        lat.extend(l);
+    }
+    lat.sort_unstable();
+    let pct = |q: f64| {
+        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "op {op} conns {conns} pipeline {pipeline} nodes {}: {:.0} ops/s, round p50 {} us, p99 {} us, misses {misses}",
+        apis.len(),
+        ops as f64 / secs,
+        pct(0.5),
+        pct(0.99)
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -179,3 +179,45 @@ fn report_get_success_under_churn_rates() {
         );
     }
 }
+
+/// The cost of repair rounds for 16 nodes × 10,000 values each (replication 3): when nothing
+/// changed, and after one node died. Printed; run with --ignored.
+#[test]
+#[ignore]
+fn report_repair_round_cost() {
+    let mut sim = Sim::new(seed_from_env(16), config(), NetConfig::default());
+    sim.check_every_event = false;
+    sim.grow(16, 2_000);
+    sim.converge(120_000).unwrap();
+    let addrs: Vec<_> = sim.nodes.keys().copied().collect();
+    for i in 0..160_000u64 {
+        let req = ApiRequest::Put {
+            ttl_s: 43_200,
+            replication: 3,
+            key: Id::hash(&i.to_be_bytes()),
+            value: Bytes::from(vec![7u8; 100]),
+        };
+        sim.client_request(addrs[i as usize % 16], 0, req);
+        if i % 1000 == 999 {
+            sim.run_for(100);
+        }
+    }
+    sim.run_for(30_000);
+    let window = |sim: &mut Sim, ms: u64| {
+        sim.traffic.clear();
+        sim.run_for(ms);
+        let t = &sim.traffic;
+        let get = |ty: u16| t.get(&ty).copied().unwrap_or_default();
+        (get(1006), get(1007), get(1002), get(1004))
+    };
+    let (sync, reply, put, ack) = window(&mut sim, config().repair_interval_ms);
+    eprintln!(
+        "nothing changed, one round of 16 nodes: SYNC {sync:?}, SYNC REPLY {reply:?}, STORAGE PUT {put:?}, PUT SUCCESS {ack:?} (messages, bytes)"
+    );
+    let victim = addrs[3];
+    sim.crash(victim);
+    let (sync, reply, put, ack) = window(&mut sim, 3 * config().repair_interval_ms);
+    eprintln!(
+        "after one node died, three rounds: SYNC {sync:?}, SYNC REPLY {reply:?}, STORAGE PUT {put:?}, PUT SUCCESS {ack:?} (messages, bytes)"
+    );
+}

@@ -40,20 +40,35 @@ fn config_file() -> std::path::PathBuf {
 
 fn start(config: &std::path::Path, bootstrap: Option<SocketAddr>) -> Proc {
     let mut cmd = Command::new(BIN);
-    cmd.args(["-c", config.to_str().unwrap(), "-q"]).stdout(Stdio::piped()).stderr(Stdio::null());
+    cmd.args(["-c", config.to_str().unwrap(), "-q"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     if let Some(b) = bootstrap {
         cmd.args(["--bootstrap", &b.to_string()]);
     }
     let mut child = cmd.spawn().unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let words: Vec<&str> = line.split_whitespace().collect();
-    let at = |w: &str| words[words.iter().position(|x| *x == w).unwrap() + 1].parse().unwrap();
-    Proc { api: at("api"), p2p: at("p2p"), child }
+    let at = |w: &str| {
+        words[words.iter().position(|x| *x == w).unwrap() + 1]
+            .parse()
+            .unwrap()
+    };
+    Proc {
+        api: at("api"),
+        p2p: at("p2p"),
+        child,
+    }
 }
 
 fn signal(p: &Proc, sig: &str) {
-    Command::new("kill").args([sig, &p.child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args([sig, &p.child.id().to_string()])
+        .status()
+        .unwrap();
 }
 
 fn poll(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
@@ -79,8 +94,15 @@ fn key(i: u64) -> Key {
 
 fn all_found(procs: &[Proc]) -> bool {
     procs.iter().all(|p| {
-        let Ok(mut c) = ApiClient::connect(p.api) else { return false };
-        (0..300u64).all(|i| c.get(key(i)).ok().flatten().is_some_and(|v| v == format!("value-{i}").as_bytes()))
+        let Ok(mut c) = ApiClient::connect(p.api) else {
+            return false;
+        };
+        (0..300u64).all(|i| {
+            c.get(key(i))
+                .ok()
+                .flatten()
+                .is_some_and(|v| v == format!("value-{i}").as_bytes())
+        })
     })
 }
 
@@ -93,12 +115,21 @@ fn values_survive_three_kills_and_a_rolling_restart() {
     for _ in 1..12 {
         procs.push(start(&config, Some(boot)));
     }
-    poll(Duration::from_secs(30), "12 processes form one ring", || ring_whole(&procs));
+    poll(
+        Duration::from_secs(30),
+        "12 processes form one ring",
+        || ring_whole(&procs),
+    );
     for i in 0..300u64 {
         let mut c = ApiClient::connect(procs[i as usize % 12].api).unwrap();
-        c.put(key(i), format!("value-{i}").as_bytes(), 3600, 3).unwrap();
+        c.put(key(i), format!("value-{i}").as_bytes(), 3600, 3)
+            .unwrap();
     }
-    poll(Duration::from_secs(30), "every value through every node", || all_found(&procs));
+    poll(
+        Duration::from_secs(30),
+        "every value through every node",
+        || all_found(&procs),
+    );
 
     // SIGKILL three nodes at once, spread round the ring so no key loses all three holders.
     procs.sort_by_key(|p| Id::of_addr(p.p2p));
@@ -107,8 +138,14 @@ fn values_survive_three_kills_and_a_rolling_restart() {
         signal(v, "-KILL");
     }
     drop(victims);
-    poll(Duration::from_secs(30), "ring of 9 after the kills", || ring_whole(&procs));
-    poll(Duration::from_secs(30), "every value after a repair round", || all_found(&procs));
+    poll(Duration::from_secs(30), "ring of 9 after the kills", || {
+        ring_whole(&procs)
+    });
+    poll(
+        Duration::from_secs(30),
+        "every value after a repair round",
+        || all_found(&procs),
+    );
 
     // Rolling restart: each node leaves gracefully (SIGTERM) and a new process joins.
     for _ in 0..procs.len() {
@@ -118,7 +155,15 @@ fn values_survive_three_kills_and_a_rolling_restart() {
         assert!(status.success(), "a node exits 0 after SIGTERM: {status}");
         let via = procs[0].p2p;
         procs.push(start(&config, Some(via)));
-        poll(Duration::from_secs(30), "ring whole after a restart", || ring_whole(&procs));
-        poll(Duration::from_secs(30), "every value after a restart", || all_found(&procs));
+        poll(
+            Duration::from_secs(30),
+            "ring whole after a restart",
+            || ring_whole(&procs),
+        );
+        poll(
+            Duration::from_secs(30),
+            "every value after a restart",
+            || all_found(&procs),
+        );
     }
 }

@@ -42,11 +42,17 @@ impl Node {
         self.repair_budget = self.cfg.repair_bytes_per_round_max;
         self.stats.repair_rounds += 1;
         let me = self.ring.me;
+        // Only successors that should hold something are asked: up to the largest replication here.
+        let copies = self
+            .storage
+            .range(pred.id, me.id, self.now)
+            .map(|(_, s)| s.replication)
+            .max();
         let holders: Vec<Peer> = self
             .ring
             .succs()
             .iter()
-            .take(self.cfg.replication_max as usize - 1)
+            .take(copies.unwrap_or(1) as usize - 1)
             .copied()
             .collect();
         for (index, holder) in holders.into_iter().enumerate() {

@@ -117,6 +117,8 @@ pub struct Sim {
     pub events: u64,
     pub replies: Vec<(SocketAddr, ClientId, ApiReply)>,
     pub probes: Vec<ProbeResult>,
+    /// Messages and bytes sent, per P2P message type (frame header included).
+    pub traffic: BTreeMap<u16, (u64, u64)>,
     probe_keys: BTreeMap<u64, Key>,
     /// Check the global ring invariants after every event (the local ones are always checked).
     pub check_every_event: bool,
@@ -139,6 +141,7 @@ impl Sim {
             events: 0,
             replies: Vec::new(),
             probes: Vec::new(),
+            traffic: BTreeMap::new(),
             probe_keys: BTreeMap::new(),
             check_every_event: true,
         }
@@ -405,6 +408,9 @@ impl Sim {
     }
 
     fn transmit(&mut self, from: SocketAddr, t: Transmit) {
+        let counter = self.traffic.entry(t.frame.msg.msg_type()).or_default();
+        counter.0 += 1;
+        counter.1 += t.frame.encoded_len() as u64;
         let latency = self.net.latency_min_ms
             + self
                 .rng

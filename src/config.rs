@@ -34,6 +34,8 @@ pub struct NodeConfig {
     pub repair_interval_ms: u64,
     /// Value bytes one repair round may push.
     pub repair_bytes_per_round_max: usize,
+    /// Nodes remembered for one-hop routing (0 turns the cache off).
+    pub routing_cache_max: usize,
 }
 
 /// The reactor's settings: sockets, buffers and connection limits.
@@ -78,6 +80,7 @@ impl Default for Config {
                 pending_requests_max: 10_000,
                 repair_interval_ms: 10_000,
                 repair_bytes_per_round_max: 1 << 20,
+                routing_cache_max: 1024,
             },
             reactor: ReactorConfig {
                 api_address: SocketAddr::from(([127, 0, 0, 1], 7401)),
@@ -132,6 +135,7 @@ const DHT_KEYS: &[&str] = &[
     "pending_requests_max",
     "repair_interval_ms",
     "repair_bytes_per_round_max",
+    "routing_cache_max",
     "connections_max",
     "connection_buffer_bytes_max",
     "p2p_frame_bytes_max",
@@ -228,6 +232,7 @@ impl Config {
             1 << 16,
             1 << 34,
         )?;
+        n.routing_cache_max = s.int("routing_cache_max", n.routing_cache_max, 0, 1_000_000)?;
         r.connections_max = s.int("connections_max", r.connections_max, 4, 1_000_000)?;
         r.connection_buffer_bytes_max = s.int(
             "connection_buffer_bytes_max",

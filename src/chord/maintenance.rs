@@ -79,6 +79,11 @@ impl Node {
 
     /// Answers to the maintenance requests.
     pub(super) fn maintenance_reply(&mut self, from: SocketAddr, kind: RpcKind, msg: PeerMsg) {
+        if let PeerMsg::PredecessorReply { pred, succs } = &msg {
+            for p in pred.iter().chain(succs) {
+                self.cache.learn(*p);
+            }
+        }
         let PeerMsg::PredecessorReply { pred, succs } = msg else {
             if !matches!((&kind, &msg), (RpcKind::CheckPredecessor, PeerMsg::Pong)) {
                 self.unexpected(from, msg, Pending::Rpc { peer: from, kind });
@@ -140,6 +145,7 @@ impl Node {
     /// Rectify: adopt the notifier when we have no predecessor or it lies between the old one and us.
     /// It just spoke to us, so it is alive. The values it is now responsible for are handed to it.
     pub(super) fn on_notify(&mut self, node: Peer) {
+        self.cache.learn(node);
         let me = self.ring.me.id;
         if node.id == me {
             return;

@@ -7,6 +7,7 @@
 //! Peers are named by their advertised P2P address. Replies to a request go to the address the
 //! request came from, with the same request id.
 
+mod cache;
 mod maintenance;
 mod ops;
 mod repair;
@@ -116,6 +117,8 @@ struct ClientOp {
     kind: ClientOpKind,
     deadline: Time,
     attempt: usize,
+    /// Routed on the routing cache's guess: a miss then means "look it up", not "not found".
+    guessed: bool,
 }
 
 #[derive(Debug)]
@@ -148,6 +151,8 @@ pub struct Node {
     /// Which contact the next join attempt uses.
     bootstrap_next: usize,
     last_resort_failures: u32,
+    /// Nodes seen recently: the asker's one-hop guess at a key's holders.
+    cache: cache::PeerCache,
     /// Bytes a repair round may still push.
     repair_budget: usize,
     /// Set by `handle_leave`: the node is handing its values on before it exits.
@@ -173,6 +178,7 @@ impl Node {
             .filter(|a| *a != addr)
             .collect();
         let joined = bootstrap.is_empty();
+        let cache = cache::PeerCache::new(cfg.routing_cache_max);
         let mut node = Node {
             ring: Ring::new(me, cfg.successors),
             storage: Storage::new(cfg.storage_bytes_max),
@@ -187,6 +193,7 @@ impl Node {
             bootstrap_next: 0,
             last_resort_failures: 0,
             repair_budget: 0,
+            cache,
             leaving: false,
             finger_next: 0,
             transmits: VecDeque::new(),
@@ -533,6 +540,7 @@ impl Node {
             self.schedule(Periodic::Join);
         }
         self.last_resort_failures = 0;
+        self.cache.forget(peer);
         self.ring.remove(peer)
     }
 

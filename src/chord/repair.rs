@@ -216,6 +216,7 @@ impl Node {
             return;
         }
         log::info!("[{}] {} leaves the ring", self.short(), node.addr);
+        self.cache.forget(node.addr);
         let me = self.ring.me.id;
         let mut merged: Vec<Peer> = self
             .ring

@@ -1,0 +1,117 @@
+//! A bounded cache of nodes seen recently (in PEER FOUND lists, successor lists, notifies). It lets
+//! the asker name a key's responsible node without a lookup, so small rings answer in one hop. A
+//! wrong guess costs one round trip: the node answers "not responsible", and a real lookup follows.
+
+use crate::id::{Id, Key};
+use crate::wire::p2p::Peer;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+
+pub struct PeerCache {
+    by_id: BTreeMap<Id, Peer>,
+    /// Insertion order, for evicting the oldest entry when full.
+    order: VecDeque<Id>,
+    max: usize,
+}
+
+impl PeerCache {
+    pub fn new(max: usize) -> PeerCache {
+        PeerCache {
+            by_id: BTreeMap::new(),
+            order: VecDeque::new(),
+            max,
+        }
+    }
+
+    pub fn learn(&mut self, p: Peer) {
+        if self.max == 0 || self.by_id.insert(p.id, p).is_some() {
+            return;
+        }
+        self.order.push_back(p.id);
+        while self.by_id.len() > self.max {
+            if let Some(old) = self.order.pop_front() {
+                self.by_id.remove(&old);
+            }
+        }
+    }
+
+    pub fn forget(&mut self, addr: SocketAddr) {
+        let gone: Vec<Id> = self
+            .by_id
+            .values()
+            .filter(|p| p.addr == addr)
+            .map(|p| p.id)
+            .collect();
+        for id in gone {
+            self.by_id.remove(&id);
+            self.order.retain(|i| *i != id);
+        }
+    }
+
+    /// The cached node that would be responsible for `key` (the first at or after it, `me`
+    /// included), followed by the next `more` cached nodes: a guess at the key's holders.
+    pub fn holders(&self, key: &Key, me: Peer, more: usize) -> Vec<Peer> {
+        let mut out: Vec<Peer> = self
+            .by_id
+            .range(*key..)
+            .chain(self.by_id.range(..*key))
+            .map(|(_, p)| *p)
+            .filter(|p| p.id != me.id)
+            .take(more + 1)
+            .collect();
+        // `me` goes in its place, by clockwise distance from the key.
+        let at = out
+            .iter()
+            .position(|p| key.distance_to(&me.id) < key.distance_to(&p.id))
+            .unwrap_or(out.len());
+        out.insert(at, me);
+        out.truncate(more + 1);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(b: u8) -> Peer {
+        let mut id = [0u8; 32];
+        id[0] = b;
+        Peer {
+            id: Id(id),
+            addr: SocketAddr::from(([127, 0, 0, 1], 1000 + b as u16)),
+        }
+    }
+
+    #[test]
+    fn holders_follow_the_key_in_ring_order_with_me_in_place() {
+        let mut c = PeerCache::new(10);
+        for b in [10, 50, 200] {
+            c.learn(peer(b));
+        }
+        let ids = |v: Vec<Peer>| v.iter().map(|p| p.id.0[0]).collect::<Vec<_>>();
+        assert_eq!(
+            ids(c.holders(&peer(20).id, peer(100), 2)),
+            vec![50, 100, 200]
+        );
+        assert_eq!(
+            ids(c.holders(&peer(210).id, peer(100), 2)),
+            vec![10, 50, 100]
+        );
+        assert_eq!(ids(c.holders(&peer(60).id, peer(100), 1)), vec![100, 200]);
+        assert_eq!(ids(c.holders(&peer(50).id, peer(100), 0)), vec![50]);
+    }
+
+    #[test]
+    fn bounded_fifo_and_forget() {
+        let mut c = PeerCache::new(2);
+        c.learn(peer(1));
+        c.learn(peer(2));
+        c.learn(peer(1));
+        c.learn(peer(3));
+        assert_eq!(c.by_id.len(), 2);
+        assert!(c.holders(&peer(1).id, peer(9), 0)[0].id == peer(2).id);
+        c.forget(peer(3).addr);
+        assert_eq!(c.by_id.len(), 1);
+    }
+}

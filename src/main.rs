@@ -273,6 +273,7 @@ fn testnet(mut p: lexopt::Parser) -> Res {
         return Err("--nodes takes 1 to 512".into());
     }
     init_logging(log::LevelFilter::Info, verbosity);
+    let started = std::time::Instant::now();
     let nodes = voidphone_dht::testnet::start(count, seed())?;
     println!("{:<4} {:<10} {:<22} {:<22}", "#", "id", "api", "p2p");
     for (i, n) in nodes.iter().enumerate() {
@@ -286,7 +287,8 @@ fn testnet(mut p: lexopt::Parser) -> Res {
     }
     match voidphone_dht::testnet::wait_for_ring(&nodes, Duration::from_secs(30)) {
         Ok(()) => println!(
-            "ring of {count} formed; try: voidphone-dht ring --p2p {}",
+            "ring of {count} formed in {} ms; try: voidphone-dht ring --p2p {}",
+            started.elapsed().as_millis(),
             nodes[0].p2p
         ),
         Err(e) => println!("ring not formed yet: {e}"),

@@ -557,22 +557,29 @@ impl Node {
 
     /// A new predecessor took over the keys in `(from, new]`: give it copies (we keep ours as a replica).
     pub(super) fn hand_off(&mut self, from: Id, new: Peer) {
-        let moving: Vec<(Key, Stored)> = self
-            .storage
-            .range(from, new.id, self.now)
-            .map(|(k, s)| (*k, s.clone()))
-            .collect();
-        if !moving.is_empty() {
+        let moved = self.push_range(from, new.id, new);
+        if moved > 0 {
             log::info!(
                 "[{}] handing {} values to {}",
                 self.short(),
-                moving.len(),
+                moved,
                 new.addr
             );
         }
-        for (k, s) in moving {
-            self.push(new, k, &s);
+    }
+
+    /// Pushes a copy of every value with a key in `(from, to]` to `target`; returns how many.
+    pub(super) fn push_range(&mut self, from: Id, to: Id, target: Peer) -> usize {
+        let values: Vec<(Key, Stored)> = self
+            .storage
+            .range(from, to, self.now)
+            .map(|(k, s)| (*k, s.clone()))
+            .collect();
+        let count = values.len();
+        for (k, s) in values {
+            self.push(target, k, &s);
         }
+        count
     }
 
     /// The operator view (INFO REPLY).

@@ -177,20 +177,13 @@ impl Node {
             self.send(p.addr, 0, leave);
         }
         let from = self.ring.pred.map_or(me.id, |p| p.id);
-        let values: Vec<(Key, Stored)> = self
-            .storage
-            .range(from, me.id, self.now)
-            .map(|(k, s)| (*k, s.clone()))
-            .collect();
+        let moved = self.push_range(from, me.id, succ);
         log::info!(
-            "[{}] leaving: handing {} values to {}",
+            "[{}] leaving: handed {} values to {}",
             self.short(),
-            values.len(),
+            moved,
             succ.addr
         );
-        for (k, s) in values {
-            self.push(succ, k, &s);
-        }
     }
 
     /// True once every value handed on at leave has been acknowledged (or timed out).

@@ -72,5 +72,40 @@ fn core(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, core);
+/// One routing step: a node of a converged 64-node simulated ring handles a PEER FIND for a random
+/// target (answer or forward) and drains its outputs.
+fn routing_step(c: &mut Criterion) {
+    use voidphone_dht::sim::{NetConfig, Sim};
+    use voidphone_dht::wire::p2p::{Frame, PeerMsg};
+    let mut sim = Sim::new(3, Sim::default_node_config(), NetConfig::default());
+    sim.check_every_event = false;
+    sim.grow(64, 2_000);
+    sim.converge(300_000).expect("ring converges");
+    sim.run_for(30_000);
+    let now = sim.now();
+    let addr = *sim.nodes.keys().next().unwrap();
+    let node = &mut sim.nodes.get_mut(&addr).unwrap().node;
+    let targets: Vec<Id> = (0..4096u32).map(|i| Id::hash(&i.to_le_bytes())).collect();
+    let asker = "127.0.0.2:9".parse().unwrap();
+    let mut out = Count::default();
+    let mut i = 0usize;
+    let mut g = c.benchmark_group("core");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("routing_step_peer_find_n64", |b| {
+        b.iter(|| {
+            i = (i + 1) % targets.len();
+            let msg = PeerMsg::PeerFind {
+                target: targets[i],
+                hops: 0,
+                last_hop: false,
+                reply_to: asker,
+            };
+            node.handle_peer_msg(asker, Frame::new(i as u64, msg), now);
+            black_box(drive(node, &mut out));
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, core, routing_step);
 criterion_main!(benches);

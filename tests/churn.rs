@@ -162,6 +162,16 @@ fn values_survive_churn_and_are_all_found_after_a_repair_round() {
     );
 }
 
+/// Pinned regression (seed 4, 0.4 events/s): a node that took over a key range from a node that
+/// never had one value (it had joined just before the value's responsible node crashed) never
+/// copied it back, and the value died with its last holders. Responsible nodes now fetch what their
+/// replica holders list and they lack.
+#[test]
+fn pinned_seed_4_at_0_4_per_second_loses_nothing() {
+    let r = churn(4, 0.4, 1_800_000);
+    assert_eq!(r.lost_after, 0, "values lost");
+}
+
 /// The Chord paper's figure: lookups during churn at several rates (printed; run with --ignored).
 #[test]
 #[ignore]

@@ -107,6 +107,8 @@ enum RpcKind {
     Push { key: Key, value_hash: Id },
     /// SYNC to the `index`-th successor (repair).
     Sync { holder: Peer, index: usize },
+    /// STORAGE GET of a value in our range that a replica holder has and we lack (repair).
+    Pull { key: Key },
 }
 
 /// A client's request while it is routed.
@@ -466,6 +468,10 @@ impl Node {
                 }
                 other => self.unexpected(from, other, Pending::Lookup { target, purpose }),
             },
+            Pending::Rpc {
+                kind: RpcKind::Pull { key },
+                ..
+            } => self.pulled(key, msg),
             Pending::Rpc {
                 kind: RpcKind::Sync { holder, index },
                 ..

@@ -34,6 +34,8 @@ pub struct Stats {
     /// SYNC messages sent (each answered by one SYNC REPLY).
     pub repair_messages: u64,
     pub repair_values_pushed: u64,
+    /// Values fetched by a responsible node that lacked them.
+    pub repair_values_pulled: u64,
     pub repair_bytes_pushed: u64,
 }
 
@@ -445,6 +447,7 @@ impl Node {
         let msg = match self.storage.get(&key, self.now) {
             Some(s) => PeerMsg::StorageGetSuccess {
                 ttl_ms: ttl_ms(s.expires, self.now),
+                replication: s.replication,
                 key,
                 value: s.value.clone(),
             },

@@ -9,11 +9,14 @@
 //! `repair_bytes_per_round_max` per round.
 
 use super::{Node, Pending, Periodic, RpcKind};
-use crate::id::{Id, Key};
+use crate::id::{Id, Key, in_half_open};
 use crate::storage::Stored;
 use crate::wire::p2p::{Peer, PeerMsg, SYNC_BUCKETS, SYNC_KEYS_MAX};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+
+/// Values a responsible node fetches from one holder's SYNC REPLY at most.
+const PULLS_PER_REPLY_MAX: usize = 256;
 
 /// Which summary bucket a key falls in: its top 6 bits.
 fn bucket(key: &Key) -> usize {
@@ -125,6 +128,29 @@ impl Node {
         if differing == 0 {
             return;
         }
+        // Values in our range that the holder has and we lack (we joined, or took over from a node
+        // that lacked them): fetch them, or nobody would ever copy them back to the count.
+        let lacking: Vec<Key> = keys
+            .iter()
+            .filter(|k| {
+                in_half_open(*k, &pred.id, &self.ring.me.id)
+                    && self.storage.get(k, self.now).is_none()
+            })
+            .take(PULLS_PER_REPLY_MAX)
+            .copied()
+            .collect();
+        for key in lacking {
+            let what = Pending::Rpc {
+                peer: holder.addr,
+                kind: RpcKind::Pull { key },
+            };
+            self.request(
+                holder.addr,
+                PeerMsg::StorageGet { key },
+                what,
+                self.cfg.request_timeout_ms,
+            );
+        }
         let has: BTreeSet<Key> = keys.into_iter().collect();
         let missing: Vec<(Key, Stored)> = self
             .storage
@@ -155,6 +181,28 @@ impl Node {
                 holder.addr,
                 index + 1
             );
+        }
+    }
+
+    /// A pulled value arrived: keep it as the responsible node; the next round copies it on.
+    pub(super) fn pulled(&mut self, key: Key, msg: PeerMsg) {
+        if let PeerMsg::StorageGetSuccess {
+            ttl_ms,
+            replication,
+            key: k,
+            value,
+        } = msg
+            && k == key
+            && self.storage.get(&key, self.now).is_none()
+        {
+            let expires = self.now + (ttl_ms as u64).min(self.cfg.ttl_max_s as u64 * 1000);
+            if self
+                .storage
+                .put(key, &value, expires, replication.max(1))
+                .is_ok()
+            {
+                self.stats.repair_values_pulled += 1;
+            }
         }
     }
 

@@ -76,8 +76,10 @@ pub enum PeerMsg {
         key: Key,
         value: Bytes,
     },
+    /// The value, its time left and the number of copies wanted.
     StorageGetSuccess {
         ttl_ms: u32,
+        replication: u8,
         key: Key,
         value: Bytes,
     },
@@ -223,7 +225,7 @@ impl PeerMsg {
         match self {
             PeerMsg::StorageGet { .. } => 32,
             PeerMsg::StoragePut { value, .. } => 4 + 1 + 32 + value.len(),
-            PeerMsg::StorageGetSuccess { value, .. } => 4 + 32 + value.len(),
+            PeerMsg::StorageGetSuccess { value, .. } => 4 + 1 + 32 + value.len(),
             PeerMsg::StoragePutSuccess { .. } => 64,
             PeerMsg::StorageFailure { .. } => 33,
             PeerMsg::PeerFind { reply_to, .. } => 34 + addr_len(reply_to),
@@ -284,8 +286,14 @@ impl Frame {
                 out.put_slice(&key.0);
                 out.put_slice(value);
             }
-            PeerMsg::StorageGetSuccess { ttl_ms, key, value } => {
+            PeerMsg::StorageGetSuccess {
+                ttl_ms,
+                replication,
+                key,
+                value,
+            } => {
                 out.put_u32(*ttl_ms);
+                out.put_u8(*replication);
                 out.put_slice(&key.0);
                 out.put_slice(value);
             }
@@ -446,13 +454,15 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
             }
         }
         STORAGE_GET_SUCCESS => {
-            if b.len() < 4 + 32 + 1 {
+            if b.len() < 4 + 1 + 32 + 1 {
                 return Err(bad);
             }
             let ttl_ms = b.get_u32();
+            let replication = b.get_u8();
             let key = take_id(&mut b).ok_or(bad.clone())?;
             PeerMsg::StorageGetSuccess {
                 ttl_ms,
+                replication,
                 key,
                 value: b.split().freeze(),
             }
@@ -642,6 +652,7 @@ mod tests {
             },
             PeerMsg::StorageGetSuccess {
                 ttl_ms: 9,
+                replication: 3,
                 key: k,
                 value: Bytes::from_static(b"v"),
             },

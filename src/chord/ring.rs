@@ -132,21 +132,33 @@ impl Ring {
     /// The known node that most closely precedes `key` (Chord's closest_preceding_node over fingers and
     /// successor list), skipping the first `skip` candidates so that retries take another route.
     pub fn closest_preceding(&self, key: &Id, skip: usize) -> Option<Peer> {
+        let me = self.me.id;
+        if skip == 0 {
+            // The hot path, without allocating: fingers grow in distance with their index, so the
+            // highest finger before the key is the best finger; a successor may still be closer.
+            let finger = self
+                .fingers
+                .iter()
+                .rev()
+                .flatten()
+                .find(|p| in_open(&p.id, &me, key));
+            let succ = self.succs.iter().rev().find(|p| in_open(&p.id, &me, key));
+            return match (finger, succ) {
+                (Some(f), Some(s)) if me.distance_to(&s.id) > me.distance_to(&f.id) => Some(*s),
+                (Some(f), _) => Some(*f),
+                (None, s) => s.copied(),
+            };
+        }
         let mut cands: Vec<Peer> = self
             .fingers
             .iter()
             .flatten()
             .chain(self.succs.iter())
-            .filter(|p| in_open(&p.id, &self.me.id, key))
+            .filter(|p| in_open(&p.id, &me, key))
             .copied()
             .collect();
         // Closest to the key first: largest distance from me.
-        cands.sort_by(|a, b| {
-            self.me
-                .id
-                .distance_to(&b.id)
-                .cmp(&self.me.id.distance_to(&a.id))
-        });
+        cands.sort_by_key(|p| std::cmp::Reverse(me.distance_to(&p.id)));
         cands.dedup_by_key(|p| p.id);
         cands.get(skip.min(cands.len().saturating_sub(1))).copied()
     }

@@ -596,11 +596,17 @@ pub trait Outputs {
 /// Drains every output of `node` into `out` and returns when to call `handle_timeout` next. Call it
 /// after every `handle_*`.
 pub fn drive(node: &mut Node, out: &mut impl Outputs) -> Option<Time> {
+    drain(node, out);
+    node.poll_timeout()
+}
+
+/// Drains the messages and replies only: for a driver that handles a batch of inputs and asks for
+/// the next timeout once at the end of the batch (the reactor, per frame read).
+pub fn drain(node: &mut Node, out: &mut impl Outputs) {
     while let Some(t) = node.poll_transmit() {
         out.transmit(t);
     }
     while let Some((c, r)) = node.poll_client_reply() {
         out.client_reply(c, r);
     }
-    node.poll_timeout()
 }

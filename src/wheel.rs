@@ -25,6 +25,9 @@ pub struct TimerWheel<T> {
     /// Every tick before this one has been expired.
     current_tick: u64,
     next_generation: u64,
+    /// A lower bound of every live deadline: kept up on insert, recomputed (one scan) only when
+    /// `expire` reaches it, so asking for the next deadline is O(1) on the hot path.
+    earliest: Option<Time>,
 }
 
 impl<T> TimerWheel<T> {
@@ -37,6 +40,7 @@ impl<T> TimerWheel<T> {
             entries: Slab::new(),
             current_tick: now.as_ms() / tick_ms,
             next_generation: 0,
+            earliest: None,
         }
     }
 
@@ -61,6 +65,7 @@ impl<T> TimerWheel<T> {
         let tick = (deadline.as_ms() / self.tick_ms).max(self.current_tick);
         let slot = self.slot_of(tick);
         self.slots[slot].push(key);
+        self.earliest = Some(self.earliest.map_or(deadline, |e| e.min(deadline)));
         key
     }
 
@@ -104,11 +109,23 @@ impl<T> TimerWheel<T> {
             tick += 1;
         }
         self.current_tick = self.current_tick.max(now_tick);
+        if self.earliest.is_none_or(|e| e <= now) {
+            self.earliest = self.scan_next_deadline();
+        }
     }
 
-    /// The earliest time at which `expire` may return something: exact for entries within one turn,
-    /// a conservative (earlier) tick for later ones. `None` when empty.
+    /// The earliest time at which `expire` may return something, or earlier (never later): after
+    /// cancellations it may name a deadline that no longer exists. `None` when empty. O(1).
     pub fn next_deadline(&self) -> Option<Time> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        self.earliest
+    }
+
+    /// The scan behind `next_deadline`: exact for entries within one turn, a conservative (earlier)
+    /// tick for later ones.
+    fn scan_next_deadline(&self) -> Option<Time> {
         if self.entries.is_empty() {
             return None;
         }

@@ -392,11 +392,12 @@ impl Sim {
     fn after_handle(&mut self, at: SocketAddr) {
         let mut out = Collected::default();
         let n = self.nodes.get_mut(&at).expect("live node");
-        let wake = chord::drive(&mut n.node, &mut out);
+        // A wake-up in the past (timers may be conservative) is due now.
+        let wake = chord::drive(&mut n.node, &mut out).map(|t| t.max(self.now));
         if wake != n.wake {
             n.wake = wake;
             if let Some(t) = wake {
-                self.schedule(t.max(self.now), Event::Timer { at });
+                self.schedule(t, Event::Timer { at });
             }
         }
         for t in out.transmits {

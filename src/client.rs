@@ -3,7 +3,7 @@
 
 use crate::id::{Id, Key};
 use crate::wire::api::{self, ApiReply, ApiRequest};
-use crate::wire::p2p::{self, Frame, Peer, PeerMsg};
+use crate::wire::p2p::{self, Frame, PeerMsg};
 use bytes::{Bytes, BytesMut};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -93,16 +93,7 @@ impl ApiClient {
     }
 }
 
-/// What a node says of itself (INFO REPLY).
-#[derive(Clone, Debug)]
-pub struct NodeInfo {
-    pub node: Peer,
-    pub pred: Option<Peer>,
-    pub succs: Vec<Peer>,
-    pub values_primary: u32,
-    pub values_replica: u32,
-    pub bytes_stored: u64,
-}
+pub use crate::wire::p2p::NodeInfo;
 
 /// Asks the node at `addr` (its P2P port) for its INFO.
 pub fn node_info(addr: SocketAddr, timeout: Duration) -> io::Result<NodeInfo> {
@@ -115,26 +106,9 @@ pub fn node_info(addr: SocketAddr, timeout: Duration) -> io::Result<NodeInfo> {
     loop {
         match p2p::decode_frame(&mut buf, 1 << 20) {
             Ok(Some(Frame {
-                msg:
-                    PeerMsg::InfoReply {
-                        node,
-                        pred,
-                        succs,
-                        values_primary,
-                        values_replica,
-                        bytes_stored,
-                    },
+                msg: PeerMsg::InfoReply(info),
                 ..
-            })) => {
-                return Ok(NodeInfo {
-                    node,
-                    pred,
-                    succs,
-                    values_primary,
-                    values_replica,
-                    bytes_stored,
-                });
-            }
+            })) => return Ok(info),
             Ok(Some(_)) => continue,
             Ok(None) => {}
             Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),

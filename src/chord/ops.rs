@@ -7,7 +7,7 @@ use crate::id::{Id, Key};
 use crate::storage::{StoreError, Stored};
 use crate::time::Time;
 use crate::wire::api::{ApiReply, ApiRequest};
-use crate::wire::p2p::{COPY_FLAG, FailureReason, PEERS_MAX, Peer, PeerMsg};
+use crate::wire::p2p::{COPY_FLAG, FailureReason, NodeInfo, PEERS_MAX, Peer, PeerMsg};
 use bytes::Bytes;
 use std::net::SocketAddr;
 
@@ -591,14 +591,14 @@ impl Node {
             Some(p) => self.storage.range(p.id, self.ring.me.id, self.now).count(),
             None => self.storage.len(),
         };
-        PeerMsg::InfoReply {
+        PeerMsg::InfoReply(NodeInfo {
             node: self.ring.me,
             pred: self.ring.pred,
             succs: self.ring.succs().to_vec(),
             values_primary: primary as u32,
             values_replica: (self.storage.len() - primary) as u32,
             bytes_stored: self.storage.bytes_used() as u64,
-        }
+        })
     }
 }
 

@@ -143,14 +143,19 @@ pub enum PeerMsg {
     },
     /// Operator view: ask a node for its ring pointers and storage counts.
     InfoGet,
-    InfoReply {
-        node: Peer,
-        pred: Option<Peer>,
-        succs: Vec<Peer>,
-        values_primary: u32,
-        values_replica: u32,
-        bytes_stored: u64,
-    },
+    InfoReply(NodeInfo),
+}
+
+/// What a node says of itself (INFO REPLY): its ring pointers and how many values it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub node: Peer,
+    pub pred: Option<Peer>,
+    pub succs: Vec<Peer>,
+    /// Values in its own range (pred, node].
+    pub values_primary: u32,
+    pub values_replica: u32,
+    pub bytes_stored: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -213,7 +218,7 @@ impl PeerMsg {
             PeerMsg::Ping => PING,
             PeerMsg::Pong => PONG,
             PeerMsg::InfoGet => INFO_GET,
-            PeerMsg::InfoReply { .. } => INFO_REPLY,
+            PeerMsg::InfoReply(_) => INFO_REPLY,
             PeerMsg::Sync { .. } => SYNC,
             PeerMsg::SyncReply { .. } => SYNC_REPLY,
             PeerMsg::Leave { .. } => LEAVE,
@@ -234,13 +239,11 @@ impl PeerMsg {
             PeerMsg::PredecessorReply { pred, succs } => {
                 2 + pred.as_ref().map_or(0, peer_len) + succs.iter().map(peer_len).sum::<usize>()
             }
-            PeerMsg::InfoReply {
-                node, pred, succs, ..
-            } => {
-                peer_len(node)
+            PeerMsg::InfoReply(i) => {
+                peer_len(&i.node)
                     + 2
-                    + pred.as_ref().map_or(0, peer_len)
-                    + succs.iter().map(peer_len).sum::<usize>()
+                    + i.pred.as_ref().map_or(0, peer_len)
+                    + i.succs.iter().map(peer_len).sum::<usize>()
                     + 16
             }
             PeerMsg::Sync { buckets, .. } => 65 + 12 * buckets.len(),
@@ -328,19 +331,12 @@ impl Frame {
             }
             PeerMsg::PredecessorGet | PeerMsg::Ping | PeerMsg::Pong | PeerMsg::InfoGet => {}
             PeerMsg::PredecessorReply { pred, succs } => put_pred_succs(out, pred, succs),
-            PeerMsg::InfoReply {
-                node,
-                pred,
-                succs,
-                values_primary,
-                values_replica,
-                bytes_stored,
-            } => {
-                put_peer(out, node);
-                put_pred_succs(out, pred, succs);
-                out.put_u32(*values_primary);
-                out.put_u32(*values_replica);
-                out.put_u64(*bytes_stored);
+            PeerMsg::InfoReply(i) => {
+                put_peer(out, &i.node);
+                put_pred_succs(out, &i.pred, &i.succs);
+                out.put_u32(i.values_primary);
+                out.put_u32(i.values_replica);
+                out.put_u64(i.bytes_stored);
             }
             PeerMsg::Sync {
                 from,
@@ -564,14 +560,14 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
             }
             let (values_primary, values_replica, bytes_stored) =
                 (b.get_u32(), b.get_u32(), b.get_u64());
-            PeerMsg::InfoReply {
+            PeerMsg::InfoReply(NodeInfo {
                 node,
                 pred,
                 succs,
                 values_primary,
                 values_replica,
                 bytes_stored,
-            }
+            })
         }
         PREDECESSOR_SET => PeerMsg::PredecessorSet {
             node: take_peer(&mut b).ok_or(bad.clone())?,
@@ -714,14 +710,14 @@ mod tests {
                 pred: None,
                 succs: vec![peer(2, 2)],
             },
-            PeerMsg::InfoReply {
+            PeerMsg::InfoReply(NodeInfo {
                 node: peer(1, 1),
                 pred: Some(peer(2, 2)),
                 succs: vec![peer(3, 3)],
                 values_primary: 5,
                 values_replica: 6,
                 bytes_stored: 1 << 40,
-            },
+            }),
         ]
     }
 

@@ -134,11 +134,6 @@ impl Storage {
             .chain(second.into_iter().flatten())
             .filter(move |(_, s)| s.expires > now)
     }
-
-    /// Every live entry, in key order.
-    pub fn iter(&self, now: Time) -> impl Iterator<Item = (&Key, &Stored)> {
-        self.values.iter().filter(move |(_, s)| s.expires > now)
-    }
 }
 
 #[cfg(test)]

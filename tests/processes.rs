@@ -3,10 +3,13 @@
 //! restart of every node (SIGTERM, which hands values on, then a fresh process). Every value is
 //! found through every live node after each step.
 
+mod common;
+
+use common::wait_until;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use voidphone_dht::client::ApiClient;
 use voidphone_dht::id::{Id, Key};
 use voidphone_dht::testnet;
@@ -71,17 +74,6 @@ fn signal(p: &Proc, sig: &str) {
         .unwrap();
 }
 
-fn poll(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out after {within:?}: {what}");
-}
-
 fn ring_whole(procs: &[Proc]) -> bool {
     let mut want: Vec<SocketAddr> = procs.iter().map(|p| p.p2p).collect();
     want.sort_by_key(|a| Id::of_addr(*a));
@@ -115,7 +107,7 @@ fn values_survive_three_kills_and_a_rolling_restart() {
     for _ in 1..12 {
         procs.push(start(&config, Some(boot)));
     }
-    poll(
+    wait_until(
         Duration::from_secs(30),
         "12 processes form one ring",
         || ring_whole(&procs),
@@ -125,7 +117,7 @@ fn values_survive_three_kills_and_a_rolling_restart() {
         c.put(key(i), format!("value-{i}").as_bytes(), 3600, 3)
             .unwrap();
     }
-    poll(
+    wait_until(
         Duration::from_secs(30),
         "every value through every node",
         || all_found(&procs),
@@ -138,10 +130,10 @@ fn values_survive_three_kills_and_a_rolling_restart() {
         signal(v, "-KILL");
     }
     drop(victims);
-    poll(Duration::from_secs(30), "ring of 9 after the kills", || {
+    wait_until(Duration::from_secs(30), "ring of 9 after the kills", || {
         ring_whole(&procs)
     });
-    poll(
+    wait_until(
         Duration::from_secs(30),
         "every value after a repair round",
         || all_found(&procs),
@@ -155,12 +147,12 @@ fn values_survive_three_kills_and_a_rolling_restart() {
         assert!(status.success(), "a node exits 0 after SIGTERM: {status}");
         let via = procs[0].p2p;
         procs.push(start(&config, Some(via)));
-        poll(
+        wait_until(
             Duration::from_secs(30),
             "ring whole after a restart",
             || ring_whole(&procs),
         );
-        poll(
+        wait_until(
             Duration::from_secs(30),
             "every value after a restart",
             || all_found(&procs),

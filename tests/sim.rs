@@ -5,10 +5,6 @@
 use voidphone_dht::sim::{NetConfig, Sim, oracle, seed_from_env};
 use voidphone_dht::time::Prng;
 
-fn grow(sim: &mut Sim, n: usize, spread_ms: u64, _rng: &mut Prng) {
-    sim.grow(n, spread_ms);
-}
-
 fn converge(sim: &mut Sim, limit_ms: u64) -> u64 {
     sim.converge(limit_ms).unwrap_or_else(|e| {
         panic!(
@@ -20,7 +16,7 @@ fn converge(sim: &mut Sim, limit_ms: u64) -> u64 {
 
 /// Probes `count` random keys from random nodes; asserts every answer is the oracle's owner and
 /// returns the mean path length.
-fn probe_all(sim: &mut Sim, count: usize, _rng: &mut Prng) -> f64 {
+fn probe_all(sim: &mut Sim, count: usize) -> f64 {
     let paths = sim
         .probe_random(count)
         .unwrap_or_else(|e| panic!("seed {}: {e} (SIM_SEED={})", sim.seed, sim.seed));
@@ -30,10 +26,9 @@ fn probe_all(sim: &mut Sim, count: usize, _rng: &mut Prng) -> f64 {
 #[test]
 fn five_hundred_concurrent_joins_converge_to_the_oracle_ring() {
     let seed = seed_from_env(500);
-    let mut rng = Prng::new(seed);
     let mut sim = Sim::new(seed, Sim::default_node_config(), NetConfig::default());
     sim.check_every_event = false; // the global checks run every 100 ms of simulated time below
-    grow(&mut sim, 500, 5_000, &mut rng);
+    sim.grow(500, 5_000);
     let mut checks = 0;
     let took = sim.run_until_cond(100, 600_000, |s| {
         checks += 1;
@@ -48,7 +43,7 @@ fn five_hundred_concurrent_joins_converge_to_the_oracle_ring() {
         "500 nodes converged {took} ms after the last join ({} events, {checks} checks)",
         sim.events
     );
-    let mean = probe_all(&mut sim, 2000, &mut rng);
+    let mean = probe_all(&mut sim, 2000);
     let bound = 0.5 * (500f64).log2() + 1.0;
     eprintln!("N=500 mean path length {mean:.2} (bound {bound:.2})");
     assert!(
@@ -61,13 +56,12 @@ fn five_hundred_concurrent_joins_converge_to_the_oracle_ring() {
 fn lookups_return_the_oracle_owner_with_short_paths_for_n_16_256() {
     for n in [16usize, 256] {
         let seed = seed_from_env(n as u64);
-        let mut rng = Prng::new(seed);
         let mut sim = Sim::new(seed, Sim::default_node_config(), NetConfig::default());
         sim.check_every_event = n <= 16;
-        grow(&mut sim, n, 2_000, &mut rng);
+        sim.grow(n, 2_000);
         converge(&mut sim, 300_000);
         sim.run_for(30_000); // let fix_fingers go round
-        let mean = probe_all(&mut sim, 1000, &mut rng);
+        let mean = probe_all(&mut sim, 1000);
         let bound = 0.5 * (n as f64).log2() + 1.0;
         eprintln!("N={n} mean path length {mean:.2} (bound {bound:.2})");
         assert!(
@@ -80,7 +74,6 @@ fn lookups_return_the_oracle_owner_with_short_paths_for_n_16_256() {
 #[test]
 fn the_same_seed_gives_the_same_trace() {
     let run = |seed: u64| {
-        let mut rng = Prng::new(seed);
         let mut sim = Sim::new(
             seed,
             Sim::default_node_config(),
@@ -89,7 +82,7 @@ fn the_same_seed_gives_the_same_trace() {
                 ..NetConfig::default()
             },
         );
-        grow(&mut sim, 40, 3_000, &mut rng);
+        sim.grow(40, 3_000);
         sim.run_for(20_000);
         (sim.trace_hash(), sim.events)
     };
@@ -107,13 +100,13 @@ fn small_rings_form_and_survive_a_crash() {
         let seed = seed_from_env(1000 + n as u64);
         let mut rng = Prng::new(seed);
         let mut sim = Sim::new(seed, Sim::default_node_config(), NetConfig::default());
-        grow(&mut sim, n, 1_000, &mut rng);
+        sim.grow(n, 1_000);
         converge(&mut sim, 120_000);
         if n >= 2 {
             let victim = *sim.nodes.keys().nth(rng.below(n as u64) as usize).unwrap();
             sim.crash(victim);
             converge(&mut sim, 120_000);
-            probe_all(&mut sim, 50, &mut rng);
+            probe_all(&mut sim, 50);
         }
     }
 }
@@ -124,7 +117,7 @@ fn a_fifth_of_the_nodes_crashing_at_once_heals_and_lookups_stay_right() {
     let mut rng = Prng::new(seed);
     let mut sim = Sim::new(seed, Sim::default_node_config(), NetConfig::default());
     sim.check_every_event = false;
-    grow(&mut sim, 200, 3_000, &mut rng);
+    sim.grow(200, 3_000);
     converge(&mut sim, 300_000);
     let addrs: Vec<_> = sim.nodes.keys().copied().collect();
     for a in addrs.iter().filter(|_| rng.chance(0.2)) {
@@ -132,13 +125,12 @@ fn a_fifth_of_the_nodes_crashing_at_once_heals_and_lookups_stay_right() {
     }
     let took = converge(&mut sim, 300_000);
     eprintln!("{} survivors healed in {took} ms", sim.nodes.len());
-    probe_all(&mut sim, 500, &mut rng);
+    probe_all(&mut sim, 500);
 }
 
 #[test]
 fn lossy_network_still_converges() {
     let seed = seed_from_env(31);
-    let mut rng = Prng::new(seed);
     let mut sim = Sim::new(
         seed,
         Sim::default_node_config(),
@@ -147,7 +139,7 @@ fn lossy_network_still_converges() {
             ..NetConfig::default()
         },
     );
-    grow(&mut sim, 64, 3_000, &mut rng);
+    sim.grow(64, 3_000);
     converge(&mut sim, 300_000);
 }
 

@@ -73,15 +73,7 @@ impl PeerCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn peer(b: u8) -> Peer {
-        let mut id = [0u8; 32];
-        id[0] = b;
-        Peer {
-            id: Id(id),
-            addr: SocketAddr::from(([127, 0, 0, 1], 1000 + b as u16)),
-        }
-    }
+    use crate::chord::test_peer as peer;
 
     #[test]
     fn holders_follow_the_key_in_ring_order_with_me_in_place() {

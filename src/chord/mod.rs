@@ -371,10 +371,6 @@ impl Node {
         &self.stats
     }
 
-    pub fn pending_len(&self) -> usize {
-        self.pending.len()
-    }
-
     /// The executable spec, checked by the simulator after every event.
     pub fn check_invariants(&self) {
         self.ring.check_invariants();
@@ -586,6 +582,17 @@ const PERIODIC_ORDER: [Periodic; PERIODIC_COUNT] = [
     Periodic::CheckPredecessor,
     Periodic::Repair,
 ];
+
+/// A peer for unit tests: id `b · 0…0`, address 127.0.0.1:(1000 + b).
+#[cfg(test)]
+pub(crate) fn test_peer(b: u8) -> Peer {
+    let mut id = [0u8; 32];
+    id[0] = b;
+    Peer {
+        id: Id(id),
+        addr: SocketAddr::from(([127, 0, 0, 1], 1000 + b as u16)),
+    }
+}
 
 /// Where [`drive`] puts a node's outputs.
 pub trait Outputs {

@@ -111,11 +111,6 @@ impl Ring {
         }
     }
 
-    /// Is `key ∈ (me, successor]`, so the successor is responsible?
-    pub fn successor_owns(&self, key: &Id) -> bool {
-        !self.succs.is_empty() && in_half_open(key, &self.me.id, &self.successor().id)
-    }
-
     /// The successor-list entry responsible for `key` (`key ∈ (previous entry, entry]`), if the key
     /// falls within the stretch of ring our successor list covers: a lookup's last hops for free.
     pub fn owner_in_succs(&self, key: &Id) -> Option<(usize, Peer)> {
@@ -163,10 +158,6 @@ impl Ring {
         cands.get(skip.min(cands.len().saturating_sub(1))).copied()
     }
 
-    pub fn finger(&self, i: usize) -> Option<Peer> {
-        self.fingers[i]
-    }
-
     pub fn set_finger(&mut self, i: usize, p: Peer) {
         if p.id != self.me.id {
             self.fingers[i] = Some(p);
@@ -181,21 +172,6 @@ impl Ring {
             .iter()
             .flatten()
             .chain(self.succs.iter())
-            .copied()
-            .collect();
-        v.sort();
-        v.dedup();
-        v
-    }
-
-    /// Every distinct node this table knows, for the invariant checks and the operator view.
-    pub fn known_peers(&self) -> Vec<Peer> {
-        let mut v: Vec<Peer> = self
-            .fingers
-            .iter()
-            .flatten()
-            .chain(self.succs.iter())
-            .chain(self.pred.iter())
             .copied()
             .collect();
         v.sort();
@@ -234,16 +210,7 @@ impl Ring {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::SocketAddr;
-
-    fn peer(b: u8) -> Peer {
-        let mut id = [0u8; 32];
-        id[0] = b;
-        Peer {
-            id: Id(id),
-            addr: SocketAddr::from(([127, 0, 0, 1], b as u16 + 1000)),
-        }
-    }
+    use crate::chord::test_peer as peer;
 
     #[test]
     fn successor_list_is_cleaned_sorted_and_cut() {
@@ -263,7 +230,7 @@ mod tests {
         // An entry that wraps back before an earlier one is not adopted.
         r.set_succs([peer(150), peer(120)]);
         assert_eq!(r.succs(), &[peer(150)]);
-        assert_eq!(r.finger(0), Some(peer(150)));
+        assert_eq!(r.fingers[0], Some(peer(150)));
         r.check_invariants();
     }
 
@@ -279,9 +246,9 @@ mod tests {
         );
         r.pred = Some(peer(50));
         assert!(r.owns(&k(100)) && r.owns(&k(51)) && !r.owns(&k(50)) && !r.owns(&k(150)));
-        assert!(
-            r.successor_owns(&k(150)) && r.successor_owns(&k(200)) && !r.successor_owns(&k(201))
-        );
+        assert_eq!(r.owner_in_succs(&k(150)), Some((0, peer(200))));
+        assert_eq!(r.owner_in_succs(&k(200)), Some((0, peer(200))));
+        assert_eq!(r.owner_in_succs(&k(201)), None);
     }
 
     #[test]

@@ -1,22 +1,106 @@
 //! The values this node holds: key → value with an absolute expiry time, last write wins, bounded by
-//! a byte quota. Expired values are never returned, and `sweep` (called from the core's periodic
-//! expiry timer) reclaims their memory. Owns no network or clock: times come in as arguments.
+//! a byte quota. Expired values are never returned; `sweep` (called from the core's timer) walks the
+//! store a slice at a time and reclaims them. Owns no network or clock: times come in as arguments.
+//!
+//! Compact on purpose (a node may hold millions of small values): each entry is one heap block
+//! `key · expires · replication · value`, and the ordered set holds only its 16-byte pointer, so an
+//! entry costs about 50 bytes beyond its key and value (docs/PERFORMANCE.md). There is no separate
+//! expiry index: the incremental sweep needs none.
 
-use crate::id::Key;
+use crate::id::{Id, Key};
 use crate::time::Time;
-use bytes::Bytes;
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+use std::ops::Bound::{Excluded, Included, Unbounded};
 
-/// What one stored entry costs against the quota besides its value: the key in the map and in the
-/// expiry index, the expiry time, the `Bytes` handle and tree overhead (a measured upper bound).
-pub const ENTRY_OVERHEAD_BYTES: usize = 128;
+/// What one stored entry costs against the quota besides its value: key, expiry and replication in
+/// the entry block (41), the allocator's header and rounding (≤ 23), and the tree's share of a
+/// half-full node (≤ 32). Measured: 57.5 bytes beyond key and value on average.
+pub const ENTRY_OVERHEAD_BYTES: usize = 96;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Stored {
-    pub value: Bytes,
+/// How often the sweep runs while values are stored, and how much of the store one step visits
+/// (`len / SWEEP_FRACTION + SWEEP_MIN`): every value is visited within SWEEP_FRACTION steps (8 s).
+pub const SWEEP_INTERVAL_MS: u64 = 250;
+const SWEEP_FRACTION: usize = 32;
+const SWEEP_MIN: usize = 64;
+/// A PUT refused for lack of room sweeps the whole store first, at most this often.
+const FULL_SWEEP_INTERVAL_MS: u64 = 1000;
+
+const KEY: std::ops::Range<usize> = 0..32;
+const EXPIRES: std::ops::Range<usize> = 32..40;
+const REPLICATION: usize = 40;
+const VALUE: usize = 41;
+
+/// One stored value, read in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stored<'a> {
+    pub value: &'a [u8],
     pub expires: Time,
     /// How many copies the ring should keep (the PUT's clamped replication).
     pub replication: u8,
+}
+
+/// One heap block per value, ordered by its key alone.
+struct Entry(Box<[u8]>);
+
+impl Entry {
+    fn new(key: &Key, value: &[u8], expires: Time, replication: u8) -> Entry {
+        let mut block = Vec::with_capacity(VALUE + value.len());
+        block.extend_from_slice(&key.0);
+        block.extend_from_slice(&expires.as_ms().to_be_bytes());
+        block.push(replication);
+        block.extend_from_slice(value);
+        Entry(block.into_boxed_slice())
+    }
+
+    fn key(&self) -> &[u8; 32] {
+        self.0[KEY].try_into().expect("32-byte key")
+    }
+
+    fn expires(&self) -> Time {
+        Time(u64::from_be_bytes(
+            self.0[EXPIRES].try_into().expect("8-byte expiry"),
+        ))
+    }
+
+    fn view(&self) -> Stored<'_> {
+        Stored {
+            value: &self.0[VALUE..],
+            expires: self.expires(),
+            replication: self.0[REPLICATION],
+        }
+    }
+
+    fn charge(&self) -> usize {
+        self.0.len() - VALUE + ENTRY_OVERHEAD_BYTES
+    }
+}
+
+impl Borrow<[u8; 32]> for Entry {
+    fn borrow(&self) -> &[u8; 32] {
+        self.key()
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Entry {}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Entry) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Entry {
+    fn cmp(&self, other: &Entry) -> Ordering {
+        self.key().cmp(other.key())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,120 +110,181 @@ pub enum StoreError {
 }
 
 pub struct Storage {
-    values: BTreeMap<Key, Stored>,
-    /// (expiry, key) for every value: sweeping pops from the front.
-    by_expiry: BTreeSet<(Time, Key)>,
+    entries: BTreeSet<Entry>,
     bytes_used: usize,
     bytes_max: usize,
+    /// Where the incremental sweep goes on from, and when it runs next.
+    sweep_cursor: [u8; 32],
+    next_sweep: Time,
+    next_full_sweep: Time,
+    /// Reused by the sweep for the keys it drops.
+    doomed: Vec<[u8; 32]>,
 }
 
 impl Storage {
     pub fn new(bytes_max: usize) -> Storage {
         Storage {
-            values: BTreeMap::new(),
-            by_expiry: BTreeSet::new(),
+            entries: BTreeSet::new(),
             bytes_used: 0,
             bytes_max,
+            sweep_cursor: [0; 32],
+            next_sweep: Time(0),
+            next_full_sweep: Time(0),
+            doomed: Vec::new(),
         }
     }
 
+    /// Entries held, including expired ones the sweep has not reached yet.
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.entries.is_empty()
     }
 
     pub fn bytes_used(&self) -> usize {
         self.bytes_used
     }
 
-    /// Stores `value` under `key` until `expires` (last write wins). The value is copied into its own
-    /// allocation so that it never pins a connection's larger receive buffer.
+    /// Stores `value` under `key` until `expires` (last write wins). The value is copied into the
+    /// entry's own block, so it never pins a connection's larger receive buffer. When it does not
+    /// fit, expired values are swept first (at most once a second) before the PUT is refused.
     pub fn put(
         &mut self,
         key: Key,
-        value: &Bytes,
+        value: &[u8],
         expires: Time,
         replication: u8,
+        now: Time,
     ) -> Result<(), StoreError> {
         let needed = value.len() + ENTRY_OVERHEAD_BYTES;
-        let freed = self
-            .values
-            .get(&key)
-            .map_or(0, |s| s.value.len() + ENTRY_OVERHEAD_BYTES);
-        let free = self.bytes_max - (self.bytes_used - freed);
+        let mut free = self.free_for(&key);
+        if needed > free && now >= self.next_full_sweep {
+            self.next_full_sweep = now + FULL_SWEEP_INTERVAL_MS;
+            self.sweep_all(now);
+            free = self.free_for(&key);
+        }
         if needed > free {
             return Err(StoreError::QuotaExceeded { needed, free });
         }
-        self.remove(&key);
-        self.bytes_used += needed;
-        self.by_expiry.insert((expires, key));
-        self.values.insert(
-            key,
-            Stored {
-                value: Bytes::copy_from_slice(value),
-                expires,
-                replication,
-            },
-        );
+        let entry = Entry::new(&key, value, expires, replication);
+        self.bytes_used += entry.charge();
+        if let Some(old) = self.entries.replace(entry) {
+            self.bytes_used -= old.charge();
+        }
         Ok(())
     }
 
-    /// The live value under `key`, if any.
-    pub fn get(&self, key: &Key, now: Time) -> Option<&Stored> {
-        self.values.get(key).filter(|s| s.expires > now)
+    /// Room for a value under `key` (an overwrite frees the old one).
+    fn free_for(&self, key: &Key) -> usize {
+        let freed = self.entries.get(&key.0).map_or(0, Entry::charge);
+        self.bytes_max - (self.bytes_used - freed)
     }
 
-    pub fn remove(&mut self, key: &Key) -> Option<Stored> {
-        let old = self.values.remove(key)?;
-        self.by_expiry.remove(&(old.expires, *key));
-        self.bytes_used -= old.value.len() + ENTRY_OVERHEAD_BYTES;
-        Some(old)
+    /// The live value under `key`, if any.
+    pub fn get(&self, key: &Key, now: Time) -> Option<Stored<'_>> {
+        self.entries
+            .get(&key.0)
+            .filter(|e| e.expires() > now)
+            .map(Entry::view)
+    }
+
+    pub fn remove(&mut self, key: &Key) -> bool {
+        match self.entries.take(&key.0) {
+            Some(old) => {
+                self.bytes_used -= old.charge();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// One sweep step when it is due: visits the next slice of the store in key order and drops
+    /// what expired at `now`; returns how many.
+    pub fn sweep(&mut self, now: Time) -> usize {
+        if now < self.next_sweep {
+            return 0;
+        }
+        self.next_sweep = now + SWEEP_INTERVAL_MS;
+        let visit = self.entries.len() / SWEEP_FRACTION + SWEEP_MIN;
+        let mut visited = 0;
+        let mut last = None;
+        for e in self
+            .entries
+            .range::<[u8; 32], _>((Excluded(&self.sweep_cursor), Unbounded))
+            .take(visit)
+        {
+            visited += 1;
+            last = Some(*e.key());
+            if e.expires() <= now {
+                self.doomed.push(*e.key());
+            }
+        }
+        // At the end of the key space the next step starts over from the bottom.
+        self.sweep_cursor = match last {
+            Some(k) if visited == visit => k,
+            _ => [0; 32],
+        };
+        self.drop_doomed()
     }
 
     /// Drops every value expired at `now`; returns how many.
-    pub fn sweep(&mut self, now: Time) -> usize {
-        let mut dropped = 0;
-        while let Some(&(expires, key)) = self.by_expiry.first() {
-            if expires > now {
-                break;
-            }
-            self.remove(&key);
-            dropped += 1;
-        }
-        dropped
+    pub fn sweep_all(&mut self, now: Time) -> usize {
+        self.doomed.extend(
+            self.entries
+                .iter()
+                .filter(|e| e.expires() <= now)
+                .map(|e| *e.key()),
+        );
+        self.drop_doomed()
     }
 
-    /// When the next value expires.
-    pub fn next_expiry(&self) -> Option<Time> {
-        self.by_expiry.first().map(|(t, _)| *t)
+    fn drop_doomed(&mut self) -> usize {
+        let mut doomed = std::mem::take(&mut self.doomed);
+        let count = doomed.len();
+        for key in doomed.drain(..) {
+            self.remove(&Id(key));
+        }
+        self.doomed = doomed;
+        count
+    }
+
+    /// When `sweep` next has work to do (never while the store is empty).
+    pub fn next_sweep(&self) -> Option<Time> {
+        (!self.entries.is_empty()).then_some(self.next_sweep)
     }
 
     /// Live entries whose key lies in the ring interval `(from, to]` (the whole ring when
     /// `from == to`), in ring order from `from`, walking the tree range(s) directly.
-    pub fn range(&self, from: Key, to: Key, now: Time) -> impl Iterator<Item = (&Key, &Stored)> {
-        use std::ops::Bound::{Excluded, Included, Unbounded};
+    pub fn range(&self, from: Key, to: Key, now: Time) -> impl Iterator<Item = (Key, Stored<'_>)> {
         let (first, second) = if from < to {
-            (self.values.range((Excluded(from), Included(to))), None)
+            (
+                self.entries
+                    .range::<[u8; 32], _>((Excluded(&from.0), Included(&to.0))),
+                None,
+            )
         } else {
             // Wraps past zero (or the whole ring when from == to).
             (
-                self.values.range((Excluded(from), Unbounded)),
-                Some(self.values.range((Unbounded, Included(to)))),
+                self.entries
+                    .range::<[u8; 32], _>((Excluded(&from.0), Unbounded)),
+                Some(
+                    self.entries
+                        .range::<[u8; 32], _>((Unbounded, Included(&to.0))),
+                ),
             )
         };
         first
             .chain(second.into_iter().flatten())
-            .filter(move |(_, s)| s.expires > now)
+            .filter(move |e| e.expires() > now)
+            .map(|e| (Id(*e.key()), e.view()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::Id;
 
     fn k(b: u8) -> Key {
         Id([b; 32])
@@ -148,71 +293,97 @@ mod tests {
     #[test]
     fn last_write_wins_and_accounting_follows() {
         let mut s = Storage::new(10_000);
-        s.put(k(1), &Bytes::from_static(b"one"), Time(100), 1)
-            .unwrap();
-        s.put(k(1), &Bytes::from_static(b"three"), Time(200), 1)
-            .unwrap();
-        assert_eq!(
-            s.get(&k(1), Time(0)).unwrap().value,
-            Bytes::from_static(b"three")
-        );
+        s.put(k(1), b"one", Time(100), 1, Time(0)).unwrap();
+        s.put(k(1), b"three", Time(200), 2, Time(0)).unwrap();
+        let got = s.get(&k(1), Time(0)).unwrap();
+        assert_eq!(got.value, b"three");
+        assert_eq!((got.expires, got.replication), (Time(200), 2));
         assert_eq!(s.len(), 1);
         assert_eq!(s.bytes_used(), 5 + ENTRY_OVERHEAD_BYTES);
-        s.remove(&k(1));
+        assert!(s.remove(&k(1)));
+        assert!(!s.remove(&k(1)));
         assert_eq!(s.bytes_used(), 0);
     }
 
     #[test]
     fn expired_values_are_never_returned_and_sweep_reclaims_them() {
         let mut s = Storage::new(10_000);
-        s.put(k(1), &Bytes::from_static(b"a"), Time(1000), 1)
-            .unwrap();
-        s.put(k(2), &Bytes::from_static(b"b"), Time(5000), 1)
-            .unwrap();
+        assert_eq!(s.next_sweep(), None);
+        s.put(k(1), b"a", Time(1000), 1, Time(0)).unwrap();
+        s.put(k(2), b"b", Time(5000), 1, Time(0)).unwrap();
         assert!(s.get(&k(1), Time(999)).is_some());
         assert!(s.get(&k(1), Time(1000)).is_none());
-        assert_eq!(s.next_expiry(), Some(Time(1000)));
-        assert_eq!(s.sweep(Time(1000)), 1);
+        assert_eq!(s.sweep(Time(999)), 0);
+        assert_eq!(s.next_sweep(), Some(Time(999 + SWEEP_INTERVAL_MS)));
+        // Not due yet: nothing is visited.
+        assert_eq!(s.sweep(Time(1000)), 0);
+        assert_eq!(s.sweep(Time(1249)), 1);
         assert_eq!(s.len(), 1);
         assert_eq!(s.bytes_used(), 1 + ENTRY_OVERHEAD_BYTES);
-        assert_eq!(s.sweep(Time(4999)), 0);
-        assert_eq!(s.sweep(Time(5000)), 1);
+        assert_eq!(s.sweep_all(Time(4999)), 0);
+        assert_eq!(s.sweep_all(Time(5000)), 1);
         assert!(s.is_empty());
-        assert_eq!(s.next_expiry(), None);
+        assert_eq!(s.next_sweep(), None);
+    }
+
+    #[test]
+    fn sweep_steps_cover_a_large_store_within_its_fraction() {
+        let mut s = Storage::new(usize::MAX / 2);
+        let n = 10_000u32;
+        for i in 0..n {
+            let key = Id::hash(&i.to_be_bytes());
+            // Every third value expires at 1000.
+            let expires = if i % 3 == 0 {
+                Time(1000)
+            } else {
+                Time(1_000_000)
+            };
+            s.put(key, b"v", expires, 1, Time(0)).unwrap();
+        }
+        let mut dropped = 0;
+        let mut now = Time(1000);
+        for _ in 0..SWEEP_FRACTION {
+            dropped += s.sweep(now);
+            now = now + SWEEP_INTERVAL_MS;
+        }
+        assert_eq!(dropped, n.div_ceil(3) as usize);
+        assert_eq!(s.len(), (n - n.div_ceil(3)) as usize);
     }
 
     #[test]
     fn quota_refuses_without_touching_existing_values() {
         let mut s = Storage::new(2 * ENTRY_OVERHEAD_BYTES + 20);
-        s.put(k(1), &Bytes::from(vec![1; 10]), Time(100), 1)
-            .unwrap();
-        s.put(k(2), &Bytes::from(vec![2; 10]), Time(100), 1)
-            .unwrap();
-        let err = s
-            .put(k(3), &Bytes::from(vec![3; 1]), Time(100), 1)
-            .unwrap_err();
+        s.put(k(1), &[1; 10], Time(100), 1, Time(0)).unwrap();
+        s.put(k(2), &[2; 10], Time(100), 1, Time(0)).unwrap();
+        let err = s.put(k(3), &[3; 1], Time(100), 1, Time(0)).unwrap_err();
         assert!(matches!(err, StoreError::QuotaExceeded { .. }));
         // An overwrite that would not fit keeps the old value.
-        assert!(
-            s.put(k(1), &Bytes::from(vec![9; 11]), Time(100), 1)
-                .is_err()
-        );
-        assert_eq!(
-            s.get(&k(1), Time(0)).unwrap().value,
-            Bytes::from(vec![1; 10])
-        );
+        assert!(s.put(k(1), &[9; 11], Time(100), 1, Time(0)).is_err());
+        assert_eq!(s.get(&k(1), Time(0)).unwrap().value, &[1; 10]);
         // An overwrite of the same size fits.
-        s.put(k(1), &Bytes::from(vec![8; 10]), Time(100), 1)
-            .unwrap();
+        s.put(k(1), &[8; 10], Time(100), 1, Time(0)).unwrap();
         assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn a_full_store_makes_room_by_sweeping_expired_values() {
+        let mut s = Storage::new(2 * ENTRY_OVERHEAD_BYTES + 20);
+        s.put(k(1), &[1; 10], Time(100), 1, Time(0)).unwrap();
+        s.put(k(2), &[2; 10], Time(900), 1, Time(0)).unwrap();
+        // k(1) expired at 100 but no sweep step reached it: the refused PUT sweeps everything.
+        s.put(k(3), &[3; 10], Time(2000), 1, Time(500)).unwrap();
+        assert!(s.get(&k(1), Time(500)).is_none());
+        assert_eq!(s.len(), 2);
+        // The next full sweep waits a second, even though k(2) has expired by now.
+        assert!(s.put(k(4), &[4; 10], Time(2000), 1, Time(1000)).is_err());
+        s.put(k(4), &[4; 10], Time(2000), 1, Time(1500)).unwrap();
     }
 
     #[test]
     fn range_follows_ring_intervals() {
         let mut s = Storage::new(100_000);
         for b in [10u8, 20, 30, 250] {
-            s.put(k(b), &Bytes::from_static(b"x"), Time(100), 1)
-                .unwrap();
+            s.put(k(b), b"x", Time(100), 1, Time(0)).unwrap();
         }
         let keys = |from: u8, to: u8| {
             s.range(k(from), k(to), Time(0))
@@ -222,5 +393,6 @@ mod tests {
         assert_eq!(keys(10, 30), vec![20, 30]);
         assert_eq!(keys(240, 15), vec![250, 10]);
         assert_eq!(keys(7, 7).len(), 4);
+        assert_eq!(s.range(k(7), k(7), Time(100)).count(), 0);
     }
 }

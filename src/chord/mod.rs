@@ -19,6 +19,7 @@ use crate::storage::Storage;
 use crate::time::{Prng, Time};
 use crate::wheel::{TimerKey, TimerWheel};
 use crate::wire::api::{ApiReply, ApiRequest};
+use crate::wire::arena::ValueArena;
 use crate::wire::p2p::{Frame, Peer, PeerMsg};
 use bytes::Bytes;
 use ring::Ring;
@@ -143,6 +144,8 @@ pub struct Node {
     ring: Ring,
     joined: bool,
     storage: Storage,
+    /// Where values leave the store for messages (no allocation per message).
+    values_out: ValueArena,
     rng: Prng,
     periodic: [Option<Time>; PERIODIC_COUNT],
     deadlines: TimerWheel<u64>,
@@ -184,6 +187,7 @@ impl Node {
         let mut node = Node {
             ring: Ring::new(me, cfg.successors),
             storage: Storage::new(cfg.storage_bytes_max),
+            values_out: ValueArena::default(),
             cfg,
             joined,
             rng: Prng::new(seed ^ u64::from_be_bytes(id.0[..8].try_into().unwrap())),
@@ -338,7 +342,7 @@ impl Node {
         [
             periodic,
             self.deadlines.next_deadline(),
-            self.storage.next_expiry(),
+            self.storage.next_sweep(),
         ]
         .into_iter()
         .flatten()

@@ -229,7 +229,7 @@ impl Node {
                 Some(s) => {
                     let reply = ApiReply::Success {
                         key: op.key,
-                        value: s.value.clone(),
+                        value: self.values_out.copy(s.value),
                     };
                     self.replies.push_back((op.client, reply));
                 }
@@ -449,7 +449,7 @@ impl Node {
                 ttl_ms: ttl_ms(s.expires, self.now),
                 replication: s.replication,
                 key,
-                value: s.value.clone(),
+                value: self.values_out.copy(s.value),
             },
             None if self.not_responsible(&key) => PeerMsg::StorageFailure {
                 key,
@@ -484,7 +484,7 @@ impl Node {
         }
         let stored = if copy {
             self.storage
-                .put(key, &value, expires, replication)
+                .put(key, &value, expires, replication, self.now)
                 .map_err(|e| self.refused(key, &value, e))
         } else {
             self.store(key, &value, expires, replication)
@@ -519,37 +519,39 @@ impl Node {
 
     /// Stores locally as the responsible node and copies to the next `replication - 1` successors.
     fn store(&mut self, key: Key, value: &Bytes, expires: Time, replication: u8) -> Result<(), ()> {
-        if let Err(e) = self.storage.put(key, value, expires, replication) {
+        if let Err(e) = self.storage.put(key, value, expires, replication, self.now) {
             self.refused(key, value, e);
             return Err(());
         }
         let copies = (replication as usize).saturating_sub(1);
         let targets: Vec<Peer> = self.ring.succs().iter().take(copies).copied().collect();
-        let stored = Stored {
+        let copy = Outgoing {
+            key,
             value: value.clone(),
             expires,
             replication,
         };
         for p in targets {
-            self.push(p, key, &stored);
+            self.push(p, &copy);
         }
         Ok(())
     }
 
     /// Sends one value to `to` as a copy; the answer's hash is checked while there is room to track it.
-    pub(super) fn push(&mut self, to: Peer, key: Key, s: &Stored) {
+    pub(super) fn push(&mut self, to: Peer, copy: &Outgoing) {
+        let key = copy.key;
         let msg = PeerMsg::StoragePut {
-            ttl_ms: ttl_ms(s.expires, self.now),
-            replication: s.replication | COPY_FLAG,
+            ttl_ms: ttl_ms(copy.expires, self.now),
+            replication: copy.replication | COPY_FLAG,
             key,
-            value: s.value.clone(),
+            value: copy.value.clone(),
         };
         if self.pending.len() < self.cfg.pending_requests_max {
             let what = Pending::Rpc {
                 peer: to.addr,
                 kind: RpcKind::Push {
                     key,
-                    value_hash: Id::hash(&s.value),
+                    value_hash: Id::hash(&copy.value),
                 },
             };
             self.request(to.addr, msg, what, self.cfg.request_timeout_ms);
@@ -573,16 +575,30 @@ impl Node {
 
     /// Pushes a copy of every value with a key in `(from, to]` to `target`; returns how many.
     pub(super) fn push_range(&mut self, from: Id, to: Id, target: Peer) -> usize {
-        let values: Vec<(Key, Stored)> = self
-            .storage
-            .range(from, to, self.now)
-            .map(|(k, s)| (*k, s.clone()))
-            .collect();
-        let count = values.len();
-        for (k, s) in values {
-            self.push(target, k, &s);
+        let copies = self.copy_out(from, to, |_, _| true);
+        for copy in &copies {
+            self.push(target, copy);
         }
-        count
+        copies.len()
+    }
+
+    /// The live values with a key in `(from, to]` that `keep` selects, copied out for sending.
+    pub(super) fn copy_out(
+        &mut self,
+        from: Id,
+        to: Id,
+        keep: impl Fn(&Key, &Stored) -> bool,
+    ) -> Vec<Outgoing> {
+        self.storage
+            .range(from, to, self.now)
+            .filter(|(k, s)| keep(k, s))
+            .map(|(key, s)| Outgoing {
+                key,
+                value: self.values_out.copy(s.value),
+                expires: s.expires,
+                replication: s.replication,
+            })
+            .collect()
     }
 
     /// The operator view (INFO REPLY).
@@ -600,6 +616,14 @@ impl Node {
             bytes_stored: self.storage.bytes_used() as u64,
         })
     }
+}
+
+/// A stored value copied out of the store, on its way to another node.
+pub(super) struct Outgoing {
+    pub key: Key,
+    pub value: Bytes,
+    pub expires: Time,
+    pub replication: u8,
 }
 
 fn ttl_ms(expires: Time, now: Time) -> u32 {

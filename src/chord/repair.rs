@@ -83,8 +83,8 @@ impl Node {
             .range(from, to, self.now)
             .filter(|(_, s)| held_at(index, s))
         {
-            let b = &mut buckets[bucket(k)];
-            b.0 ^= fingerprint(k, s);
+            let b = &mut buckets[bucket(&k)];
+            b.0 ^= fingerprint(&k, &s);
             b.1 += 1;
         }
         buckets
@@ -109,7 +109,7 @@ impl Node {
             self.storage
                 .range(range.0, range.1, self.now)
                 .filter(|(k, s)| held_at(index as usize, s) && differing & (1 << bucket(k)) != 0)
-                .map(|(k, _)| *k)
+                .map(|(k, _)| k)
                 .take(SYNC_KEYS_MAX)
                 .collect()
         };
@@ -152,23 +152,18 @@ impl Node {
             );
         }
         let has: BTreeSet<Key> = keys.into_iter().collect();
-        let missing: Vec<(Key, Stored)> = self
-            .storage
-            .range(pred.id, self.ring.me.id, self.now)
-            .filter(|(k, s)| {
-                held_at(index, s) && differing & (1 << bucket(k)) != 0 && !has.contains(*k)
-            })
-            .map(|(k, s)| (*k, s.clone()))
-            .collect();
+        let missing = self.copy_out(pred.id, self.ring.me.id, |k, s| {
+            held_at(index, s) && differing & (1 << bucket(k)) != 0 && !has.contains(k)
+        });
         let (mut sent, mut bytes) = (0u64, 0usize);
-        for (k, s) in missing {
-            if s.value.len() > self.repair_budget {
+        for copy in missing {
+            if copy.value.len() > self.repair_budget {
                 break;
             }
-            self.repair_budget -= s.value.len();
-            bytes += s.value.len();
+            self.repair_budget -= copy.value.len();
+            bytes += copy.value.len();
             sent += 1;
-            self.push(holder, k, &s);
+            self.push(holder, &copy);
         }
         if sent > 0 {
             self.stats.repair_values_pushed += sent;
@@ -198,7 +193,7 @@ impl Node {
             let expires = self.now + (ttl_ms as u64).min(self.cfg.ttl_max_s as u64 * 1000);
             if self
                 .storage
-                .put(key, &value, expires, replication.max(1))
+                .put(key, &value, expires, replication.max(1), self.now)
                 .is_ok()
             {
                 self.stats.repair_values_pulled += 1;

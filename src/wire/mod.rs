@@ -3,6 +3,7 @@
 //! bytes", `Ok(Some(_))` consumed exactly one frame, `Err(_)` means the stream is unusable (close it).
 
 pub mod api;
+pub mod arena;
 pub mod p2p;
 
 use bytes::{Buf, BufMut};

@@ -48,6 +48,16 @@ impl PeerCache {
         }
     }
 
+    /// The first cached node clockwise after `id` (not `id` itself).
+    pub fn first_after(&self, id: &Id) -> Option<Peer> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.by_id
+            .range((Excluded(*id), Unbounded))
+            .chain(self.by_id.range(..*id))
+            .map(|(_, p)| *p)
+            .next()
+    }
+
     /// The cached node that would be responsible for `key` (the first at or after it, `me`
     /// included), followed by the next `more` cached nodes: a guess at the key's holders.
     pub fn holders(&self, key: &Key, me: Peer, more: usize) -> Vec<Peer> {
@@ -105,5 +115,17 @@ mod tests {
         assert!(c.holders(&peer(1).id, peer(9), 0)[0].id == peer(2).id);
         c.forget(peer(3).addr);
         assert_eq!(c.by_id.len(), 1);
+    }
+
+    #[test]
+    fn first_after_wraps_and_skips_the_id_itself() {
+        let mut c = PeerCache::new(10);
+        assert!(c.first_after(&peer(5).id).is_none());
+        for b in [10, 50] {
+            c.learn(peer(b));
+        }
+        assert_eq!(c.first_after(&peer(10).id).unwrap().id, peer(50).id);
+        assert_eq!(c.first_after(&peer(60).id).unwrap().id, peer(10).id);
+        assert_eq!(c.first_after(&peer(0).id).unwrap().id, peer(10).id);
     }
 }

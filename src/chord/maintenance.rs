@@ -3,7 +3,7 @@
 //! Every new successor or predecessor has answered us (or spoken to us) before it is adopted.
 
 use super::{Node, Pending, Periodic, Purpose, RpcKind};
-use crate::id::{in_half_open, in_open};
+use crate::id::{Id, in_half_open, in_open};
 use crate::wire::p2p::{Peer, PeerMsg};
 use std::net::SocketAddr;
 
@@ -75,6 +75,12 @@ impl Node {
             rpc(s, RpcKind::Stabilize),
             self.cfg.request_timeout_ms,
         );
+        // A node we know of that lies closer than our successor (while a ring forms): probe it too
+        // rather than walking back one predecessor pointer per round trip.
+        let closer = self.closest_after(&self.ring.me.id, s);
+        if closer.id != s.id {
+            self.on_successor_hint(closer);
+        }
     }
 
     /// Answers to the maintenance requests.
@@ -100,6 +106,13 @@ impl Node {
                 self.stabilize_step(s, pred);
             }
             RpcKind::StabilizeCandidate { candidate } | RpcKind::Adopt { candidate } => {
+                // A closer successor may have answered meanwhile (hints race with stabilize).
+                let me = self.ring.me.id;
+                if let Some(s) = self.ring.succs().first()
+                    && !in_open(&candidate.id, &me, &s.id)
+                {
+                    return;
+                }
                 // Only now that it answered does the candidate become our successor.
                 let rest: Vec<Peer> = self.ring.succs().to_vec();
                 self.ring
@@ -144,20 +157,31 @@ impl Node {
 
     /// Rectify: adopt the notifier when we have no predecessor or it lies between the old one and us.
     /// It just spoke to us, so it is alive. The values it is now responsible for are handed to it.
+    /// Either way one side learns of a closer successor at once (SUCCESSOR HINT) rather than at its
+    /// next stabilize round: concurrent joins then settle in round trips, not rounds.
     pub(super) fn on_notify(&mut self, node: Peer) {
         self.cache.learn(node);
         let me = self.ring.me.id;
         if node.id == me {
             return;
         }
+        // While a ring forms the notifier may also lie just after us (its successor pointer
+        // overshoots): then it is a closer successor too.
+        self.on_successor_hint(node);
         let closer = match self.ring.pred {
             None => true,
             Some(p) => p.id != node.id && in_open(&node.id, &p.id, &me),
         };
         if !closer {
+            // Our predecessor lies between the notifier and us: it, or a node we know closer still,
+            // is the notifier's successor.
+            if let Some(p) = self.ring.pred.filter(|p| p.id != node.id) {
+                let hint = self.closest_after(&node.id, p);
+                self.send(node.addr, 0, PeerMsg::SuccessorHint { node: hint });
+            }
             return;
         }
-        let from = self.ring.pred.map_or(me, |p| p.id);
+        let old = self.ring.pred;
         log::info!(
             "[{}] predecessor is now {} ({})",
             self.short(),
@@ -165,7 +189,43 @@ impl Node {
             node.addr
         );
         self.ring.pred = Some(node);
-        self.hand_off(from, node);
+        self.hand_off(old.map_or(me, |p| p.id), node);
+        // The old predecessor's successor is the notifier now (or a node we know closer still).
+        if let Some(p) = old {
+            let hint = self.closest_after(&p.id, node);
+            self.send(p.addr, 0, PeerMsg::SuccessorHint { node: hint });
+        }
+    }
+
+    /// The node we know that follows `id` most closely, if it comes before `bound`; else `bound`.
+    /// While a ring forms, the node everyone notifies knows them all: one hint then suffices
+    /// where walking predecessor pointers would take a round trip per node.
+    fn closest_after(&self, id: &Id, bound: Peer) -> Peer {
+        self.cache
+            .first_after(id)
+            .filter(|c| in_open(&c.id, id, &bound.id))
+            .unwrap_or(bound)
+    }
+
+    /// SUCCESSOR HINT: probe the node when it would be a closer successor; it becomes one only once it
+    /// answers (and stabilize's second step walks on from there, then notifies it).
+    pub(super) fn on_successor_hint(&mut self, node: Peer) {
+        let me = self.ring.me.id;
+        let closer = match self.ring.succs().first() {
+            Some(s) => in_open(&node.id, &me, &s.id),
+            None => node.id != me,
+        };
+        if !self.joined || self.leaving || !closer {
+            return;
+        }
+        self.cache.learn(node);
+        let what = rpc(node, RpcKind::StabilizeCandidate { candidate: node });
+        self.request(
+            node.addr,
+            PeerMsg::PredecessorGet,
+            what,
+            self.cfg.request_timeout_ms,
+        );
     }
 
     /// Ping the predecessor; if it does not answer in time it is forgotten (request_failed).

@@ -40,6 +40,9 @@ const LAST_RESORT_CHANCES: u32 = 3;
 /// Peers remembered to re-join through.
 const CONTACTS_MAX: usize = 16;
 
+/// How much more often stabilize runs while our successor or predecessor keeps changing.
+const UNSETTLED_SPEEDUP: u64 = 8;
+
 /// Periodic timer jitter, in percent either side.
 const JITTER_PERCENT: u64 = 20;
 
@@ -156,6 +159,9 @@ pub struct Node {
     /// Which contact the next join attempt uses.
     bootstrap_next: usize,
     last_resort_failures: u32,
+    /// Successor and predecessor at the last stabilize round: while they keep changing (a ring
+    /// forming or healing) rounds come `UNSETTLED_SPEEDUP` times as often.
+    pointers_at_stabilize: (Option<Id>, Option<Id>),
     /// Nodes seen recently: the asker's one-hop guess at a key's holders.
     cache: cache::PeerCache,
     /// Bytes a repair round may still push.
@@ -198,6 +204,7 @@ impl Node {
             contacts: bootstrap,
             bootstrap_next: 0,
             last_resort_failures: 0,
+            pointers_at_stabilize: (None, None),
             repair_budget: 0,
             cache,
             leaving: false,
@@ -258,6 +265,7 @@ impl Node {
                 self.send(from, request, msg);
             }
             PeerMsg::PredecessorSet { node } => self.on_notify(node),
+            PeerMsg::SuccessorHint { node } => self.on_successor_hint(node),
             PeerMsg::Ping => self.send(from, request, PeerMsg::Pong),
             PeerMsg::InfoGet => {
                 let msg = self.info();
@@ -422,7 +430,18 @@ impl Node {
     fn schedule(&mut self, timer: Periodic) {
         let base = match timer {
             Periodic::Join => self.cfg.request_timeout_ms,
-            Periodic::Stabilize => self.cfg.stabilize_interval_ms,
+            Periodic::Stabilize => {
+                let now = (
+                    self.ring.succs().first().map(|p| p.id),
+                    self.ring.pred.map(|p| p.id),
+                );
+                let settled = std::mem::replace(&mut self.pointers_at_stabilize, now) == now;
+                if settled {
+                    self.cfg.stabilize_interval_ms
+                } else {
+                    self.cfg.stabilize_interval_ms / UNSETTLED_SPEEDUP
+                }
+            }
             Periodic::FixFingers => self.cfg.fix_fingers_interval_ms,
             Periodic::CheckPredecessor => self.cfg.check_predecessor_interval_ms,
             Periodic::Repair => self.cfg.repair_interval_ms,

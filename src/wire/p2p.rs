@@ -38,6 +38,7 @@ pub const PONG: u16 = 1058;
 pub const INFO_GET: u16 = 1059;
 pub const INFO_REPLY: u16 = 1060;
 pub const LEAVE: u16 = 1061;
+pub const SUCCESSOR_HINT: u16 = 1062;
 /// Buckets a repair summary splits a key range into (by the key's top 6 bits).
 pub const SYNC_BUCKETS: usize = 64;
 /// The most keys one SYNC REPLY lists (it stays well under the smallest frame limit).
@@ -114,6 +115,11 @@ pub enum PeerMsg {
     },
     /// "I may be your predecessor" (Chord's notify; the receiver rectifies).
     PredecessorSet {
+        node: Peer,
+    },
+    /// "This node may lie between you and your successor": the receiver probes it at once instead
+    /// of waiting for its next stabilize round (sent when a notify changes or loses to a predecessor).
+    SuccessorHint {
         node: Peer,
     },
     /// First message on every connection a node opens: who is speaking.
@@ -214,6 +220,7 @@ impl PeerMsg {
             PeerMsg::PredecessorGet => PREDECESSOR_GET,
             PeerMsg::PredecessorReply { .. } => PREDECESSOR_REPLY,
             PeerMsg::PredecessorSet { .. } => PREDECESSOR_SET,
+            PeerMsg::SuccessorHint { .. } => SUCCESSOR_HINT,
             PeerMsg::Hello { .. } => HELLO,
             PeerMsg::Ping => PING,
             PeerMsg::Pong => PONG,
@@ -254,7 +261,9 @@ impl PeerMsg {
                     + pred.as_ref().map_or(0, peer_len)
                     + succs.iter().map(peer_len).sum::<usize>()
             }
-            PeerMsg::PredecessorSet { node } | PeerMsg::Hello { node } => peer_len(node),
+            PeerMsg::PredecessorSet { node }
+            | PeerMsg::SuccessorHint { node }
+            | PeerMsg::Hello { node } => peer_len(node),
         }
     }
 }
@@ -365,7 +374,9 @@ impl Frame {
                 put_peer(out, node);
                 put_pred_succs(out, pred, succs);
             }
-            PeerMsg::PredecessorSet { node } | PeerMsg::Hello { node } => put_peer(out, node),
+            PeerMsg::PredecessorSet { node }
+            | PeerMsg::SuccessorHint { node }
+            | PeerMsg::Hello { node } => put_peer(out, node),
         }
     }
 }
@@ -572,6 +583,9 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
         PREDECESSOR_SET => PeerMsg::PredecessorSet {
             node: take_peer(&mut b).ok_or(bad.clone())?,
         },
+        SUCCESSOR_HINT => PeerMsg::SuccessorHint {
+            node: take_peer(&mut b).ok_or(bad.clone())?,
+        },
         HELLO => PeerMsg::Hello {
             node: take_peer(&mut b).ok_or(bad.clone())?,
         },
@@ -691,6 +705,7 @@ mod tests {
                 succs: vec![peer(4, 4), peer(5, 5)],
             },
             PeerMsg::PredecessorSet { node: peer(6, 6) },
+            PeerMsg::SuccessorHint { node: peer(8, 8) },
             PeerMsg::Hello { node: peer(7, 7) },
             PeerMsg::Ping,
             PeerMsg::Pong,

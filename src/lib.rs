@@ -10,6 +10,7 @@ pub mod chord;
 pub mod client;
 pub mod config;
 pub mod id;
+pub mod load;
 pub mod reactor;
 pub mod sim;
 pub mod storage;

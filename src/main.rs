@@ -363,7 +363,6 @@ fn simulate(mut p: lexopt::Parser) -> Res {
 /// `bench`: a load generator in the spirit of redis-benchmark. Each connection is a thread that
 /// writes `pipeline` requests and reads the replies (PUTs are confirmed by one GET per round).
 fn bench(mut p: lexopt::Parser) -> Res {
-    use voidphone_dht::wire::api::ApiRequest;
     let (mut apis, mut conns, mut pipeline, mut secs) =
         (vec![DEFAULT_API.parse()?], 16usize, 1usize, 5.0f64);
     let (mut op, mut keys, mut vsize) = ("get".to_string(), 10_000u64, 100usize);
@@ -406,77 +405,27 @@ fn bench(mut p: lexopt::Parser) -> Res {
     {
         return Err("--conns, --pipeline, --keys must be positive and --vsize 1..65495".into());
     }
-    let key = |i: u64| voidphone_dht::id::Id::hash(&i.to_be_bytes());
-    let deadline = std::time::Instant::now() + Duration::from_secs_f64(secs);
-    let threads: Vec<_> = (0..conns)
-        .map(|c| {
-            let (api, op, value) = (
-                apis[c % apis.len()],
-                op.clone(),
-                bytes::Bytes::from(vec![0x5a; vsize]),
-            );
-            std::thread::spawn(move || -> std::io::Result<(u64, u64, Vec<u32>)> {
-                let mut client = ApiClient::connect(api)?;
-                let (mut ops, mut misses, mut lat) = (0u64, 0u64, Vec::new());
-                let mut i = c as u64;
-                let mut out = bytes::BytesMut::new();
-                while std::time::Instant::now() < deadline {
-                    out.clear();
-                    let start = std::time::Instant::now();
-                    for _ in 0..pipeline {
-                        i = (i + conns as u64) % keys;
-                        let req = if op == "put" {
-                            ApiRequest::Put {
-                                ttl_s: 3600,
-                                replication: 3,
-                                key: key(i),
-                                value: value.clone(),
-                            }
-                        } else {
-                            ApiRequest::Get { key: key(i) }
-                        };
-                        req.encode(&mut out);
-                    }
-                    if op == "put" {
-                        ApiRequest::Get { key: key(i) }.encode(&mut out);
-                    }
-                    client.send_raw(&out)?;
-                    let replies = if op == "put" { 1 } else { pipeline };
-                    for _ in 0..replies {
-                        if matches!(
-                            client.recv()?,
-                            voidphone_dht::wire::api::ApiReply::Failure { .. }
-                        ) && op == "get"
-                        {
-                            misses += 1;
-                        }
-                    }
-                    ops += pipeline as u64;
-                    lat.push(start.elapsed().as_micros() as u32);
-                }
-                Ok((ops, misses, lat))
-            })
-        })
-        .collect();
-    let (mut ops, mut misses, mut lat) = (0u64, 0u64, Vec::new());
-    for t in threads {
-        let (o, m, l) = t.join().map_err(|_| "a load thread panicked")??;
-        ops += o;
-        misses += m;
-        lat.extend(l);
-    }
-    lat.sort_unstable();
-    let pct = |q: f64| {
-        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
+    let spec = voidphone_dht::load::LoadSpec {
+        conns,
+        pipeline,
+        duration: Duration::from_secs_f64(secs),
+        op: if op == "put" {
+            voidphone_dht::load::Op::Put
+        } else {
+            voidphone_dht::load::Op::Get
+        },
+        keys,
+        value_bytes: vsize,
+        apis,
     };
+    let report = voidphone_dht::load::run(&spec)?;
     println!(
-        "op {op} conns {conns} pipeline {pipeline} nodes {}: {:.0} ops/s, round p50 {} us, p99 {} us, misses {misses}",
-        apis.len(),
-        ops as f64 / secs,
-        pct(0.5),
-        pct(0.99)
+        "op {op} conns {conns} pipeline {pipeline} nodes {}: {:.0} ops/s, round p50 {} us, p99 {} us, misses {}",
+        spec.apis.len(),
+        report.ops as f64 / secs,
+        report.round_us(0.5),
+        report.round_us(0.99),
+        report.misses
     );
     Ok(ExitCode::SUCCESS)
 }

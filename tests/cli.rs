@@ -94,6 +94,46 @@ fn node_and_client_subcommands() {
     assert_eq!(code, 0);
     assert!(text.contains(&p2p) && text.contains("1 nodes"), "{text}");
 
+    // The load generator: PUT 200 keys, then GET them all back (no misses), figures printed.
+    let load = |op: &str| {
+        let (code, out, err) = run(
+            &[
+                "bench",
+                "--api",
+                &api,
+                "--op",
+                op,
+                "--keys",
+                "200",
+                "--conns",
+                "4",
+                "--pipeline",
+                "8",
+                "--secs",
+                "0.5",
+            ],
+            None,
+        );
+        assert_eq!(code, 0, "{err}");
+        String::from_utf8(out).unwrap()
+    };
+    load("put");
+    let text = load("get");
+    assert!(
+        text.contains("ops/s") && text.contains("misses 0"),
+        "{text}"
+    );
+    let ops: f64 = text
+        .split(": ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ops > 0.0, "{text}");
+
     // An unreachable node is an error (exit 2), not "not found".
     assert_eq!(run(&["get", "--api", "127.0.0.1:1", "x"], None).0, 2);
 

@@ -179,11 +179,16 @@ fn flush(conn: &mut LoadConn) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads until the socket would block (epoll is edge-triggered).
+/// Reads until the socket is empty (epoll is edge-triggered).
 fn read_all(stream: &mut TcpStream, input: &mut BytesMut, scratch: &mut [u8]) -> io::Result<()> {
     loop {
         match stream.read(scratch) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            // A short read emptied the socket; later bytes raise a new edge.
+            Ok(n) if n < scratch.len() => {
+                input.extend_from_slice(&scratch[..n]);
+                return Ok(());
+            }
             Ok(n) => input.extend_from_slice(&scratch[..n]),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -255,10 +255,12 @@ fn ring(mut p: lexopt::Parser) -> Res {
 
 fn testnet(mut p: lexopt::Parser) -> Res {
     let mut count = 8usize;
+    let mut threads = 0usize;
     let mut verbosity = -1;
     while let Some(arg) = p.next()? {
         match arg {
             Long("nodes") | Short('n') => count = p.value()?.parse()?,
+            Long("threads") => threads = p.value()?.parse()?,
             Short('v') | Long("verbose") => verbosity += 1,
             Short('h') | Long("help") => {
                 println!(
@@ -274,7 +276,11 @@ fn testnet(mut p: lexopt::Parser) -> Res {
     }
     init_logging(log::LevelFilter::Info, verbosity);
     let started = std::time::Instant::now();
-    let nodes = voidphone_dht::testnet::start(count, seed())?;
+    let nodes = if threads == 0 {
+        voidphone_dht::testnet::start(count, seed())?
+    } else {
+        voidphone_dht::testnet::start_shared(count, seed(), threads)?
+    };
     println!("{:<4} {:<10} {:<22} {:<22}", "#", "id", "api", "p2p");
     for (i, n) in nodes.iter().enumerate() {
         println!(

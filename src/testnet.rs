@@ -3,7 +3,7 @@
 
 use crate::client;
 use crate::config::Config;
-use crate::reactor::RunningNode;
+use crate::reactor::{Reactor, RunningNode, hub};
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ pub fn loopback_config(bootstrap: Vec<SocketAddr>) -> Config {
     cfg
 }
 
-/// Starts `count` nodes: the first alone, the others joining through it.
+/// Starts `count` nodes, each on its own thread: the first alone, the others joining through it.
 pub fn start(count: usize, seed: u64) -> io::Result<Vec<RunningNode>> {
     let first = RunningNode::spawn(&loopback_config(Vec::new()), seed)?;
     let boot = vec![first.p2p];
@@ -33,6 +33,26 @@ pub fn start(count: usize, seed: u64) -> io::Result<Vec<RunningNode>> {
             &loopback_config(boot.clone()),
             seed.wrapping_add(i as u64),
         )?);
+    }
+    Ok(nodes)
+}
+
+/// Starts `count` nodes on `threads` threads (node i on thread i mod `threads`), joined as by
+/// [`start`]: many nodes per core without a thread switch per message.
+pub fn start_shared(count: usize, seed: u64, threads: usize) -> io::Result<Vec<RunningNode>> {
+    let first = Reactor::bind(&loopback_config(Vec::new()), seed)?;
+    let boot = vec![first.p2p_addr()];
+    let threads = threads.clamp(1, count.max(1));
+    let mut groups: Vec<Vec<Reactor>> = (0..threads).map(|_| Vec::new()).collect();
+    groups[0].push(first);
+    for i in 1..count {
+        let reactor = Reactor::bind(&loopback_config(boot.clone()), seed.wrapping_add(i as u64))?;
+        groups[i % threads].push(reactor);
+    }
+    // nodes[0] is the first node, as with `start`.
+    let mut nodes = Vec::with_capacity(count);
+    for group in groups {
+        nodes.extend(hub::spawn_shared(group)?);
     }
     Ok(nodes)
 }

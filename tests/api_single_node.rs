@@ -104,6 +104,29 @@ fn a_one_second_ttl_expires() {
     });
 }
 
+#[test]
+fn clients_that_send_and_hang_up_free_their_connection_slot_at_once() {
+    // With room for two connections, a node that missed the end of stream behind a request (data
+    // and FIN in one read) would keep those slots until the idle timeout and refuse the next client.
+    let mut cfg = voidphone_dht::testnet::loopback_config(Vec::new());
+    cfg.reactor.connections_max = 2;
+    let node = voidphone_dht::reactor::RunningNode::spawn(&cfg, 1).unwrap();
+    let mut req = BytesMut::new();
+    ApiRequest::Get { key: key(1) }.encode(&mut req);
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(node.api).unwrap();
+        s.write_all(&req).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        // The node answers and then closes its side too.
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).unwrap();
+        assert!(!answer.is_empty());
+    }
+    let mut c = client(&node);
+    assert_eq!(c.get(key(1)).unwrap(), None);
+}
+
 /// A connection the node must close: every read returns EOF (or a reset) before long.
 fn assert_closed_by_node(mut s: TcpStream) {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

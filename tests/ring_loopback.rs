@@ -1,5 +1,6 @@
-//! 16 nodes over real TCP on 127.0.0.1 (in-process reactors on OS-picked ports): the ring forms,
-//! every value is found through every node, joins and a killed node change no answer.
+//! 16 nodes over real TCP on 127.0.0.1 (in-process reactors on OS-picked ports, a thread each or
+//! sharing threads): the ring forms, every value is found through every node, joins and a killed
+//! node change no answer.
 
 mod common;
 
@@ -60,7 +61,15 @@ fn sixteen_nodes_joining_one_by_one_form_one_ordered_ring() {
 
 #[test]
 fn values_are_found_through_every_node_across_joins_and_a_kill() {
-    let mut nodes = testnet::start(16, 21).unwrap();
+    values_survive_a_join_and_a_kill(testnet::start(16, 21).unwrap());
+}
+
+#[test]
+fn the_same_with_sixteen_nodes_sharing_two_threads() {
+    values_survive_a_join_and_a_kill(testnet::start_shared(16, 31, 2).unwrap());
+}
+
+fn values_survive_a_join_and_a_kill(mut nodes: Vec<RunningNode>) {
     wait_until(
         CONVERGE,
         "16 nodes joined concurrently form one ring",

@@ -35,6 +35,10 @@ pub struct Conn {
     pub writable_interest: bool,
     pub last_active: Time,
     pub idle_timer: Option<TimerKey>,
+    /// API GETs handed to the core and not answered yet (every GET gets exactly one answer).
+    pub awaiting: u32,
+    /// The client ended its stream: answer what it asked, then close.
+    pub hung_up: bool,
 }
 
 impl Conn {
@@ -60,6 +64,8 @@ impl Conn {
             writable_interest: outbound,
             last_active: now,
             idle_timer: None,
+            awaiting: 0,
+            hung_up: false,
         }
     }
 }

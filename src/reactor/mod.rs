@@ -6,6 +6,7 @@
 //! that are flushed once per loop turn (batched writes).
 
 mod conn;
+pub mod hub;
 
 use crate::chord::{self, ClientId, Node, Outputs, Transmit};
 use crate::config::{Config, ReactorConfig};
@@ -32,6 +33,8 @@ const SIGNALS: Token = Token(3);
 const FIRST_CONN: usize = 4;
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 16 * 1024;
+/// Socket events handled per loop turn at most.
+pub const EVENTS_PER_TURN: usize = 1024;
 
 /// Stops a running reactor from another thread (tests, testnet) or a signal.
 #[derive(Clone)]
@@ -71,6 +74,10 @@ pub struct Reactor {
     stop: Arc<AtomicU8>,
     waker: Arc<Waker>,
     signals: Option<mio::net::UnixStream>,
+    /// When the node's next timer is due.
+    next_timeout: Option<Time>,
+    /// Set once a graceful leave starts: the node exits by then at the latest.
+    leave_deadline: Option<Time>,
 }
 
 /// The connections, kept apart from the node so the node can write into them through [`Outputs`].
@@ -121,7 +128,7 @@ impl Reactor {
             me: node.me(),
             start,
         };
-        Ok(Reactor {
+        let mut reactor = Reactor {
             poll,
             node,
             net,
@@ -130,7 +137,11 @@ impl Reactor {
             stop: Arc::new(AtomicU8::new(RUNNING)),
             waker,
             signals: None,
-        })
+            next_timeout: None,
+            leave_deadline: None,
+        };
+        reactor.next_timeout = reactor.flush_outputs();
+        Ok(reactor)
     }
 
     pub fn api_addr(&self) -> SocketAddr {
@@ -168,69 +179,99 @@ impl Reactor {
 
     /// Runs until stopped.
     pub fn run(mut self) -> io::Result<()> {
-        let mut events = Events::with_capacity(1024);
-        let mut next_timeout = self.flush_outputs();
-        let mut leave_deadline: Option<Time> = None;
-        loop {
-            let now = self.net.now();
-            match self.stop.load(Ordering::SeqCst) {
-                KILLED => break,
-                LEAVING if leave_deadline.is_none() => {
-                    self.node.handle_leave(now);
-                    leave_deadline = Some(now + LEAVE_GRACE_MS);
-                    next_timeout = self.flush_outputs();
-                }
-                _ => {}
+        let mut events = Events::with_capacity(EVENTS_PER_TURN);
+        while self.turn(&mut events, None)? {}
+        Ok(())
+    }
+
+    /// One turn of the loop: waits for socket events (no longer than the next timer or `max_wait`),
+    /// handles them, fires due timers and flushes the outputs. False once the node has stopped.
+    /// Several reactors may share a thread by taking turns ([`hub`]).
+    pub fn turn(&mut self, events: &mut Events, max_wait: Option<Duration>) -> io::Result<bool> {
+        let now = self.net.now();
+        match self.stop.load(Ordering::SeqCst) {
+            KILLED => return self.stopped(),
+            LEAVING if self.leave_deadline.is_none() => {
+                self.node.handle_leave(now);
+                self.leave_deadline = Some(now + LEAVE_GRACE_MS);
+                self.next_timeout = self.flush_outputs();
             }
-            if let Some(deadline) = leave_deadline {
-                let flushed = self.net.conns.iter().all(|(_, c)| c.wbuf.is_empty());
-                if (self.node.leave_done() && flushed) || now >= deadline {
-                    break;
-                }
-            }
-            let wake = [
-                next_timeout,
-                self.net.idle.next_deadline(),
-                leave_deadline.map(|_| now + 20),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            let wait = wake.map(|t| Duration::from_millis(t.ms_since(now)));
-            if let Err(e) = self.poll.poll(&mut events, wait) {
-                if e.kind() == ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            for event in events.iter() {
-                match event.token() {
-                    API_LISTENER => self.accept(Role::Api),
-                    P2P_LISTENER => self.accept(Role::Peer),
-                    WAKER => {}
-                    SIGNALS => self.on_signal(),
-                    Token(t) => {
-                        self.on_conn_event(t - FIRST_CONN, event.is_readable(), event.is_writable())
-                    }
-                }
-            }
-            let now = self.net.now();
-            if next_timeout.is_some_and(|t| t <= now) {
-                self.node.handle_timeout(now);
-            }
-            self.net.expire_idle(now);
-            next_timeout = self.flush_outputs();
-            while !self.net.resumed.is_empty() {
-                for key in std::mem::take(&mut self.net.resumed) {
-                    if self.net.conns.contains(key) {
-                        self.on_readable(key);
-                    }
-                }
-                next_timeout = self.flush_outputs();
+            _ => {}
+        }
+        if let Some(deadline) = self.leave_deadline {
+            let flushed = self.net.conns.iter().all(|(_, c)| c.wbuf.is_empty());
+            if (self.node.leave_done() && flushed) || now >= deadline {
+                return self.stopped();
             }
         }
+        let wait = self
+            .next_wake()
+            .map(|t| Duration::from_millis(t.ms_since(now)));
+        let wait = match (wait, max_wait) {
+            (Some(w), Some(m)) => Some(w.min(m)),
+            (w, m) => w.or(m),
+        };
+        if let Err(e) = self.poll.poll(events, wait) {
+            if e.kind() == ErrorKind::Interrupted {
+                return Ok(true);
+            }
+            return Err(e);
+        }
+        for event in events.iter() {
+            match event.token() {
+                API_LISTENER => self.accept(Role::Api),
+                P2P_LISTENER => self.accept(Role::Peer),
+                WAKER => {}
+                SIGNALS => self.on_signal(),
+                Token(t) => self.on_conn_event(t - FIRST_CONN, event),
+            }
+        }
+        let now = self.net.now();
+        if self.next_timeout.is_some_and(|t| t <= now) {
+            self.node.handle_timeout(now);
+        }
+        self.net.expire_idle(now);
+        self.next_timeout = self.flush_outputs();
+        while !self.net.resumed.is_empty() {
+            for key in std::mem::take(&mut self.net.resumed) {
+                if self.net.conns.contains(key) {
+                    self.on_readable(key, false);
+                }
+            }
+            self.next_timeout = self.flush_outputs();
+        }
+        Ok(true)
+    }
+
+    fn stopped(&self) -> io::Result<bool> {
         log::info!("[{}] stopping", self.node.me().id.short());
-        Ok(())
+        Ok(false)
+    }
+
+    /// When the next timer is due, in the reactor's clock (node timers, idle connections, and
+    /// while leaving a 20 ms check of the hand-off).
+    fn next_wake(&self) -> Option<Time> {
+        let now = self.net.now();
+        [
+            self.next_timeout,
+            self.net.idle.next_deadline(),
+            self.leave_deadline.map(|_| now + 20),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// [`Self::next_wake`] as an instant, for a shared thread's timeout.
+    pub fn next_wake_instant(&self) -> Option<Instant> {
+        self.next_wake()
+            .map(|t| self.net.start + Duration::from_millis(t.as_ms()))
+    }
+
+    /// The poll's file descriptor, for a shared thread to wait on several reactors at once.
+    pub fn poll_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.poll.as_raw_fd()
     }
 
     fn on_signal(&mut self) {
@@ -297,34 +338,36 @@ impl Reactor {
         }
     }
 
-    fn on_conn_event(&mut self, key: usize, readable: bool, writable: bool) {
-        if writable && self.net.conns.contains(key) {
+    fn on_conn_event(&mut self, key: usize, event: &mio::event::Event) {
+        if event.is_writable() && self.net.conns.contains(key) {
             self.net.on_writable(key);
         }
-        if readable
+        // The other side closed (or failed): read on to the end of the stream, which raises no
+        // further edge.
+        let to_end = event.is_read_closed() || event.is_error();
+        if (event.is_readable() || to_end)
             && self
                 .net
                 .conns
                 .get(key)
                 .is_some_and(|c| !c.reading_paused && c.connected)
         {
-            self.on_readable(key);
+            self.on_readable(key, to_end);
         }
     }
 
     /// Reads what the socket has, a buffer's worth at a time, handling whole frames after each
     /// (stopping when the reply buffer is full: backpressure). Epoll is edge-triggered, so reading
-    /// goes on until the socket says WouldBlock, or until reading is paused (the resume reads again).
-    fn on_readable(&mut self, key: usize) {
+    /// goes on until the socket is empty (or at `to_end`, closed), or until reading is paused (the
+    /// resume reads again).
+    fn on_readable(&mut self, key: usize, to_end: bool) {
         loop {
             let now = self.net.now();
-            let outcome = self.net.read_some(key, now);
+            let outcome = self.net.read_some(key, now, to_end);
             self.handle_frames(key, now);
             match outcome {
                 ReadOutcome::Drained => return,
-                ReadOutcome::Closed => {
-                    return self.net.close(key, "closed by the other side", false);
-                }
+                ReadOutcome::Closed => return self.net.hang_up(key),
                 ReadOutcome::BufferFull
                     if self.net.conns.get(key).is_none_or(|c| c.reading_paused) =>
                 {
@@ -347,6 +390,9 @@ impl Reactor {
             match c.role {
                 Role::Api => match api::decode_request(&mut c.rbuf) {
                     Ok(Some(req)) => {
+                        if matches!(req, api::ApiRequest::Get { .. }) {
+                            c.awaiting += 1;
+                        }
                         let client = client_id(key, c.generation);
                         self.node.handle_client_req(client, req, now);
                     }
@@ -401,7 +447,7 @@ impl Net {
     /// Reads into the connection's buffer until WouldBlock, end of stream or the buffer bound (the
     /// largest frame plus one read). Reads go through one reused scratch buffer, so only what
     /// arrived is appended (no zeroing per read).
-    fn read_some(&mut self, key: usize, now: Time) -> ReadOutcome {
+    fn read_some(&mut self, key: usize, now: Time, to_end: bool) -> ReadOutcome {
         let Some(c) = self.conns.get_mut(key) else {
             return ReadOutcome::Closed;
         };
@@ -413,6 +459,13 @@ impl Net {
         while c.rbuf.len() < frame_max + READ_CHUNK {
             match c.stream.read(&mut self.scratch[..]) {
                 Ok(0) => return ReadOutcome::Closed,
+                // A short read emptied the socket: anything arriving later raises a new edge, so
+                // the read that would only say WouldBlock is saved (one syscall per message). Not
+                // when the other side has closed: its end of stream raises no further edge.
+                Ok(n) if n < self.scratch.len() && !to_end => {
+                    c.rbuf.extend_from_slice(&self.scratch[..n]);
+                    return ReadOutcome::Drained;
+                }
                 Ok(n) => c.rbuf.extend_from_slice(&self.scratch[..n]),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return ReadOutcome::Drained,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -540,8 +593,13 @@ impl Net {
                 Err(e) => return self.close(key, &format!("write failed: {e}"), true),
             }
         }
+        if c.hung_up && c.wbuf.is_empty() && c.awaiting == 0 {
+            return self.close(key, "closed by the other side", false);
+        }
         let want_writable = !c.wbuf.is_empty();
-        let resume = c.reading_paused && c.wbuf.len() < self.cfg.connection_buffer_bytes_max / 2;
+        let resume = c.reading_paused
+            && !c.hung_up
+            && c.wbuf.len() < self.cfg.connection_buffer_bytes_max / 2;
         if resume {
             c.reading_paused = false;
             self.resumed.push(key);
@@ -550,6 +608,21 @@ impl Net {
             c.writable_interest = want_writable;
             self.reregister(key);
         }
+    }
+
+    /// End of stream from the other side. A client still gets the answers to what it asked (a
+    /// half-closed socket can still be written), then the connection closes; a peer closes at once.
+    fn hang_up(&mut self, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if c.role == Role::Peer {
+            return self.close(key, "closed by the other side", false);
+        }
+        c.hung_up = true;
+        c.reading_paused = true;
+        self.reregister(key);
+        self.flush(key);
     }
 
     fn pause_reading(&mut self, key: usize) {
@@ -668,56 +741,74 @@ impl Outputs for Net {
             return; // the client has gone
         }
         self.mark_dirty(key);
-        reply.encode(&mut self.conns[key].wbuf);
+        let c = &mut self.conns[key];
+        c.awaiting = c.awaiting.saturating_sub(1);
+        reply.encode(&mut c.wbuf);
     }
 }
 
-/// A node running on its own thread (tests, testnet, benches). Dropping it stops the node.
+/// A node running on its own thread, or sharing one ([`hub`]); for tests, testnets and benches.
+/// Dropping it stops the node.
 pub struct RunningNode {
     pub api: SocketAddr,
     pub p2p: SocketAddr,
     pub id: crate::id::Id,
     stop: StopHandle,
-    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+    exit: Exit,
+}
+
+/// How to wait for a stopped node to be gone.
+enum Exit {
+    Thread(std::thread::JoinHandle<io::Result<()>>),
+    /// The shared thread says so when it has dropped the node.
+    Shared(std::sync::mpsc::Receiver<()>),
+    Gone,
 }
 
 impl RunningNode {
     /// Binds a node for `cfg` and runs it on a new thread.
     pub fn spawn(cfg: &Config, seed: u64) -> io::Result<RunningNode> {
         let reactor = Reactor::bind(cfg, seed)?;
-        let (api, p2p, id) = (
-            reactor.api_addr(),
-            reactor.p2p_addr(),
-            reactor.node().me().id,
-        );
-        let stop = reactor.stop_handle();
+        let mut node = RunningNode::shared(&reactor, std::sync::mpsc::channel().1);
         let thread = std::thread::Builder::new()
-            .name(format!("node-{}", p2p.port()))
+            .name(format!("node-{}", node.p2p.port()))
             .spawn(move || reactor.run())?;
-        Ok(RunningNode {
-            api,
-            p2p,
-            id,
-            stop,
-            thread: Some(thread),
-        })
+        node.exit = Exit::Thread(thread);
+        Ok(node)
     }
 
-    /// Leaves the ring gracefully (values handed on) and waits for the thread.
+    fn shared(reactor: &Reactor, exit: std::sync::mpsc::Receiver<()>) -> RunningNode {
+        RunningNode {
+            api: reactor.api_addr(),
+            p2p: reactor.p2p_addr(),
+            id: reactor.node().me().id,
+            stop: reactor.stop_handle(),
+            exit: Exit::Shared(exit),
+        }
+    }
+
+    /// Leaves the ring gracefully (values handed on) and waits until the node is gone.
     pub fn leave(mut self) {
         self.stop.leave();
         self.join();
     }
 
-    /// Stops the node abruptly, like a crash, and waits for the thread.
+    /// Stops the node abruptly, like a crash, and waits until it is gone.
     pub fn kill(mut self) {
         self.stop.kill();
         self.join();
     }
 
     fn join(&mut self) {
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        match std::mem::replace(&mut self.exit, Exit::Gone) {
+            Exit::Thread(t) => {
+                let _ = t.join();
+            }
+            // An error means the shared thread has ended: the node is gone too.
+            Exit::Shared(rx) => {
+                let _ = rx.recv();
+            }
+            Exit::Gone => {}
         }
     }
 }

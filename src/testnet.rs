@@ -3,7 +3,8 @@
 
 use crate::client;
 use crate::config::Config;
-use crate::reactor::{Reactor, RunningNode, hub};
+use crate::reactor::RunningNode;
+use crate::reactor::hub::Hub;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -40,19 +41,18 @@ pub fn start(count: usize, seed: u64) -> io::Result<Vec<RunningNode>> {
 /// Starts `count` nodes on `threads` threads (node i on thread i mod `threads`), joined as by
 /// [`start`]: many nodes per core without a thread switch per message.
 pub fn start_shared(count: usize, seed: u64, threads: usize) -> io::Result<Vec<RunningNode>> {
-    let first = Reactor::bind(&loopback_config(Vec::new()), seed)?;
-    let boot = vec![first.p2p_addr()];
     let threads = threads.clamp(1, count.max(1));
-    let mut groups: Vec<Vec<Reactor>> = (0..threads).map(|_| Vec::new()).collect();
-    groups[0].push(first);
+    let mut hubs = (0..threads)
+        .map(|_| Hub::new())
+        .collect::<io::Result<Vec<Hub>>>()?;
+    let first = hubs[0].bind(&loopback_config(Vec::new()), seed)?;
     for i in 1..count {
-        let reactor = Reactor::bind(&loopback_config(boot.clone()), seed.wrapping_add(i as u64))?;
-        groups[i % threads].push(reactor);
+        hubs[i % threads].bind(&loopback_config(vec![first]), seed.wrapping_add(i as u64))?;
     }
     // nodes[0] is the first node, as with `start`.
     let mut nodes = Vec::with_capacity(count);
-    for group in groups {
-        nodes.extend(hub::spawn_shared(group)?);
+    for hub in hubs {
+        nodes.extend(hub.spawn()?);
     }
     Ok(nodes)
 }

@@ -59,24 +59,25 @@ impl PeerCache {
     }
 
     /// The cached node that would be responsible for `key` (the first at or after it, `me`
-    /// included), followed by the next `more` cached nodes: a guess at the key's holders.
-    pub fn holders(&self, key: &Key, me: Peer, more: usize) -> Vec<Peer> {
-        let mut out: Vec<Peer> = self
-            .by_id
-            .range(*key..)
-            .chain(self.by_id.range(..*key))
-            .map(|(_, p)| *p)
-            .filter(|p| p.id != me.id)
-            .take(more + 1)
-            .collect();
+    /// included), followed by the next `more` cached nodes: a guess at the key's holders, appended
+    /// to `out` (a reused buffer).
+    pub fn holders_into(&self, key: &Key, me: Peer, more: usize, out: &mut Vec<Peer>) {
+        let start = out.len();
+        out.extend(
+            self.by_id
+                .range(*key..)
+                .chain(self.by_id.range(..*key))
+                .map(|(_, p)| *p)
+                .filter(|p| p.id != me.id)
+                .take(more + 1),
+        );
         // `me` goes in its place, by clockwise distance from the key.
-        let at = out
+        let at = out[start..]
             .iter()
             .position(|p| key.distance_to(&me.id) < key.distance_to(&p.id))
-            .unwrap_or(out.len());
+            .map_or(out.len(), |i| start + i);
         out.insert(at, me);
-        out.truncate(more + 1);
-        out
+        out.truncate(start + more + 1);
     }
 }
 
@@ -92,16 +93,21 @@ mod tests {
             c.learn(peer(b));
         }
         let ids = |v: Vec<Peer>| v.iter().map(|p| p.id.0[0]).collect::<Vec<_>>();
+        let holders = |c: &PeerCache, key: &Key, me: Peer, more: usize| {
+            let mut out = Vec::new();
+            c.holders_into(key, me, more, &mut out);
+            out
+        };
         assert_eq!(
-            ids(c.holders(&peer(20).id, peer(100), 2)),
+            ids(holders(&c, &peer(20).id, peer(100), 2)),
             vec![50, 100, 200]
         );
         assert_eq!(
-            ids(c.holders(&peer(210).id, peer(100), 2)),
+            ids(holders(&c, &peer(210).id, peer(100), 2)),
             vec![10, 50, 100]
         );
-        assert_eq!(ids(c.holders(&peer(60).id, peer(100), 1)), vec![100, 200]);
-        assert_eq!(ids(c.holders(&peer(50).id, peer(100), 0)), vec![50]);
+        assert_eq!(ids(holders(&c, &peer(60).id, peer(100), 1)), vec![100, 200]);
+        assert_eq!(ids(holders(&c, &peer(50).id, peer(100), 0)), vec![50]);
     }
 
     #[test]
@@ -112,7 +118,9 @@ mod tests {
         c.learn(peer(1));
         c.learn(peer(3));
         assert_eq!(c.by_id.len(), 2);
-        assert!(c.holders(&peer(1).id, peer(9), 0)[0].id == peer(2).id);
+        let mut out = vec![peer(7)];
+        c.holders_into(&peer(1).id, peer(9), 0, &mut out);
+        assert_eq!(out, vec![peer(7), peer(2)]);
         c.forget(peer(3).addr);
         assert_eq!(c.by_id.len(), 1);
     }

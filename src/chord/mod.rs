@@ -137,6 +137,30 @@ enum ClientOpKind {
     },
 }
 
+/// Reused `Vec<Peer>` buffers for the holder lists client requests carry, so that routing a request
+/// allocates nothing once the pool is warm.
+#[derive(Default)]
+struct PeerLists {
+    free: Vec<Vec<Peer>>,
+}
+
+/// Lists the pool keeps at most.
+const PEER_LISTS_MAX: usize = 64;
+
+impl PeerLists {
+    /// An empty list (with capacity when one was given back).
+    fn take(&mut self) -> Vec<Peer> {
+        self.free.pop().unwrap_or_default()
+    }
+
+    fn give(&mut self, mut list: Vec<Peer>) {
+        if list.capacity() > 0 && self.free.len() < PEER_LISTS_MAX {
+            list.clear();
+            self.free.push(list);
+        }
+    }
+}
+
 struct PendingEntry {
     what: Pending,
     timer: TimerKey,
@@ -164,6 +188,7 @@ pub struct Node {
     pointers_at_stabilize: (Option<Id>, Option<Id>),
     /// Nodes seen recently: the asker's one-hop guess at a key's holders.
     cache: cache::PeerCache,
+    peer_lists: PeerLists,
     /// Bytes a repair round may still push.
     repair_budget: usize,
     /// Set by `handle_leave`: the node is handing its values on before it exits.
@@ -207,6 +232,7 @@ impl Node {
             pointers_at_stabilize: (None, None),
             repair_budget: 0,
             cache,
+            peer_lists: PeerLists::default(),
             leaving: false,
             finger_next: 0,
             transmits: VecDeque::new(),

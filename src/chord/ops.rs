@@ -93,31 +93,35 @@ impl Node {
             return self.client_retry(op);
         }
         let key = op.key;
+        let mut nodes = self.peer_lists.take();
         if self.ring.owns(&key) {
             self.stats.lookups_local += 1;
-            let nodes = self.nodes_from_me();
-            self.client_at(op, nodes);
-        } else if let Some((i, _)) = self.ring.owner_in_succs(&key).filter(|_| op.attempt == 0) {
-            self.stats.lookups_local += 1;
-            let nodes = self.ring.succs()[i..].to_vec();
-            // Entries past the first come from our successor's list and may be stale.
-            op.guessed = i > 0;
-            self.client_at(op, nodes);
-        } else if let Some(nodes) = self.cached_holders(&key).filter(|_| op.attempt == 0) {
-            self.stats.lookups_cached += 1;
-            op.guessed = true;
-            self.client_at(op, nodes);
-        } else {
-            let skip = op.attempt;
-            self.start_lookup(key, Purpose::Client(op), skip);
+            nodes.push(self.ring.me);
+            nodes.extend(self.ring.succs().iter().take(PEERS_MAX - 1));
+            return self.client_at(op, nodes);
         }
-    }
-
-    /// The cache's guess at the key's holders, unless it names us (then our predecessor knows better).
-    fn cached_holders(&self, key: &Key) -> Option<Vec<Peer>> {
-        let more = self.cfg.replication_max as usize - 1;
-        let nodes = self.cache.holders(key, self.ring.me, more);
-        (nodes[0].id != self.ring.me.id).then_some(nodes)
+        if op.attempt == 0 {
+            if let Some((i, _)) = self.ring.owner_in_succs(&key) {
+                self.stats.lookups_local += 1;
+                nodes.extend_from_slice(&self.ring.succs()[i..]);
+                // Entries past the first come from our successor's list and may be stale.
+                op.guessed = i > 0;
+                return self.client_at(op, nodes);
+            }
+            // The cache's guess at the key's holders, unless it names us (then our predecessor
+            // knows better).
+            let more = self.cfg.replication_max as usize - 1;
+            self.cache
+                .holders_into(&key, self.ring.me, more, &mut nodes);
+            if nodes[0].id != self.ring.me.id {
+                self.stats.lookups_cached += 1;
+                op.guessed = true;
+                return self.client_at(op, nodes);
+            }
+        }
+        self.peer_lists.give(nodes);
+        let skip = op.attempt;
+        self.start_lookup(key, Purpose::Client(op), skip);
     }
 
     /// Sends PEER FIND for `target` to the best next hop (the `skip`-th best on retries).
@@ -219,10 +223,14 @@ impl Node {
     }
 
     /// The responsible node and its successors are known: read or write there.
-    fn client_at(&mut self, op: ClientOp, nodes: Vec<Peer>) {
-        let Some((&owner, rest)) = nodes.split_first() else {
+    /// `nodes` (a pooled list) goes back to the pool, or on with the request as its fallbacks.
+    fn client_at(&mut self, op: ClientOp, mut nodes: Vec<Peer>) {
+        if nodes.is_empty() {
+            self.peer_lists.give(nodes);
             return self.client_retry(op);
-        };
+        }
+        let owner = nodes.remove(0);
+        let rest = nodes;
         let me = self.ring.me;
         match &op.kind {
             ClientOpKind::Get if owner.id == me.id => match self.storage.get(&op.key, self.now) {
@@ -232,6 +240,7 @@ impl Node {
                         value: self.values_out.copy(s.value),
                     };
                     self.replies.push_back((op.client, reply));
+                    self.peer_lists.give(rest);
                 }
                 // A value stored just before we took over may still sit on the next replicas.
                 None => {
@@ -241,16 +250,17 @@ impl Node {
                         op.key.short(),
                         rest.len()
                     );
-                    self.client_next_replica(op, rest.to_vec(), true)
+                    self.client_next_replica(op, rest, true)
                 }
             },
-            ClientOpKind::Get => self.storage_get_at(owner, op, rest.to_vec(), true),
+            ClientOpKind::Get => self.storage_get_at(owner, op, rest, true),
             ClientOpKind::Put {
                 value,
                 expires,
                 replication,
             } if owner.id == me.id => {
                 let (value, expires, replication) = (value.clone(), *expires, *replication);
+                self.peer_lists.give(rest);
                 if self.store(op.key, &value, expires, replication).is_err() {
                     self.stats.put_failures += 1;
                 }
@@ -266,6 +276,8 @@ impl Node {
                     key: op.key,
                     value: value.clone(),
                 };
+                // A write goes to the responsible node only: no fallbacks.
+                self.peer_lists.give(rest);
                 let what = Pending::Rpc {
                     peer: owner.addr,
                     kind: RpcKind::Client {
@@ -295,19 +307,24 @@ impl Node {
 
     /// The owner did not have the value (`not_found`) or did not answer: try the next replica holder;
     /// when none is left, a miss is final and a timeout starts a new lookup.
-    pub(super) fn client_next_replica(&mut self, op: ClientOp, rest: Vec<Peer>, not_found: bool) {
+    pub(super) fn client_next_replica(
+        &mut self,
+        op: ClientOp,
+        mut rest: Vec<Peer>,
+        not_found: bool,
+    ) {
         let is_get = matches!(op.kind, ClientOpKind::Get);
-        match rest.split_first() {
-            Some((&next, more))
-                if is_get && self.now < op.deadline && next.id != self.ring.me.id =>
-            {
-                self.storage_get_at(next, op, more.to_vec(), false)
+        while is_get && self.now < op.deadline && !rest.is_empty() {
+            let next = rest.remove(0);
+            if next.id != self.ring.me.id {
+                return self.storage_get_at(next, op, rest, false);
             }
-            Some((_, more)) if is_get && self.now < op.deadline => {
-                self.client_next_replica(op, more.to_vec(), not_found)
-            }
-            _ if not_found && !op.guessed => self.client_failed(op),
-            _ => self.client_retry(op),
+        }
+        self.peer_lists.give(rest);
+        if not_found && !op.guessed {
+            self.client_failed(op)
+        } else {
+            self.client_retry(op)
         }
     }
 
@@ -355,11 +372,12 @@ impl Node {
     /// Answers to STORAGE requests we sent.
     pub(super) fn storage_reply(&mut self, from: SocketAddr, kind: RpcKind, msg: PeerMsg) {
         match (kind, msg) {
-            (RpcKind::Client { op, .. }, PeerMsg::StorageGetSuccess { key, value, .. })
+            (RpcKind::Client { op, rest, .. }, PeerMsg::StorageGetSuccess { key, value, .. })
                 if key == op.key =>
             {
                 self.replies
                     .push_back((op.client, ApiReply::Success { key, value }));
+                self.peer_lists.give(rest);
             }
             (
                 RpcKind::Client { op, rest, .. },
@@ -524,14 +542,14 @@ impl Node {
             return Err(());
         }
         let copies = (replication as usize).saturating_sub(1);
-        let targets: Vec<Peer> = self.ring.succs().iter().take(copies).copied().collect();
         let copy = Outgoing {
             key,
             value: value.clone(),
             expires,
             replication,
         };
-        for p in targets {
+        for i in 0..copies.min(self.ring.succs().len()) {
+            let p = self.ring.succs()[i];
             self.push(p, &copy);
         }
         Ok(())

@@ -25,10 +25,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-const API_LISTENER: Token = Token(0);
-const P2P_LISTENER: Token = Token(1);
-const WAKER: Token = Token(2);
-const SIGNALS: Token = Token(3);
+// A reactor's tokens, offset by its `token_base` when several share one poll ([`hub`]).
+const API_LISTENER: usize = 0;
+const P2P_LISTENER: usize = 1;
+const WAKER: usize = 2;
+const SIGNALS: usize = 3;
 /// Connection tokens are slab keys offset past the fixed tokens.
 const FIRST_CONN: usize = 4;
 /// Bytes read per `read` call.
@@ -66,7 +67,8 @@ impl StopHandle {
 }
 
 pub struct Reactor {
-    poll: Poll,
+    /// Its own poll, unless it shares one ([`hub`]).
+    poll: Option<Poll>,
     node: Node,
     net: Net,
     api_listener: TcpListener,
@@ -83,6 +85,8 @@ pub struct Reactor {
 /// The connections, kept apart from the node so the node can write into them through [`Outputs`].
 struct Net {
     registry: mio::Registry,
+    /// Added to every token this reactor registers.
+    token_base: usize,
     cfg: ReactorConfig,
     conns: Slab<Conn>,
     /// Peer name → connection used to send to it.
@@ -101,21 +105,42 @@ struct Net {
 }
 
 impl Reactor {
-    /// Binds both listeners (port 0 picks a free port) and creates the node.
+    /// Binds both listeners (port 0 picks a free port) and creates the node, with its own poll.
     pub fn bind(cfg: &Config, seed: u64) -> io::Result<Reactor> {
         let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), Token(WAKER))?);
+        let mut reactor = Reactor::bind_on(cfg, seed, poll.registry(), 0, waker)?;
+        reactor.poll = Some(poll);
+        Ok(reactor)
+    }
+
+    /// Binds a node whose sockets go in a shared poll's `registry` with tokens from `token_base`;
+    /// `waker` wakes that poll.
+    pub fn bind_on(
+        cfg: &Config,
+        seed: u64,
+        registry: &mio::Registry,
+        token_base: usize,
+        waker: Arc<Waker>,
+    ) -> io::Result<Reactor> {
         let mut api_listener = TcpListener::bind(cfg.reactor.api_address)?;
         let mut p2p_listener = TcpListener::bind(cfg.reactor.p2p_address)?;
-        poll.registry()
-            .register(&mut api_listener, API_LISTENER, Interest::READABLE)?;
-        poll.registry()
-            .register(&mut p2p_listener, P2P_LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        registry.register(
+            &mut api_listener,
+            Token(token_base + API_LISTENER),
+            Interest::READABLE,
+        )?;
+        registry.register(
+            &mut p2p_listener,
+            Token(token_base + P2P_LISTENER),
+            Interest::READABLE,
+        )?;
         let p2p_addr = p2p_listener.local_addr()?;
         let start = Instant::now();
         let node = Node::new(cfg.node.clone(), p2p_addr, seed, Time::ZERO);
         let net = Net {
-            registry: poll.registry().try_clone()?,
+            registry: registry.try_clone()?,
+            token_base,
             cfg: cfg.reactor.clone(),
             conns: Slab::new(),
             peers: HashMap::new(),
@@ -129,7 +154,7 @@ impl Reactor {
             start,
         };
         let mut reactor = Reactor {
-            poll,
+            poll: None,
             node,
             net,
             api_listener,
@@ -170,9 +195,9 @@ impl Reactor {
         signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, write.try_clone()?)?;
         signal_hook::low_level::pipe::register(signal_hook::consts::SIGTERM, write)?;
         let mut read = mio::net::UnixStream::from_std(read);
-        self.poll
-            .registry()
-            .register(&mut read, SIGNALS, Interest::READABLE)?;
+        self.net
+            .registry
+            .register(&mut read, Token(SIGNALS), Interest::READABLE)?;
         self.signals = Some(read);
         Ok(())
     }
@@ -184,10 +209,38 @@ impl Reactor {
         Ok(())
     }
 
-    /// One turn of the loop: waits for socket events (no longer than the next timer or `max_wait`),
-    /// handles them, fires due timers and flushes the outputs. False once the node has stopped.
-    /// Several reactors may share a thread by taking turns ([`hub`]).
-    pub fn turn(&mut self, events: &mut Events, max_wait: Option<Duration>) -> io::Result<bool> {
+    /// One turn of the loop on the reactor's own poll: waits for socket events (no longer than the
+    /// next timer or `max_wait`), handles them, fires due timers and flushes the outputs. False once
+    /// the node has stopped.
+    fn turn(&mut self, events: &mut Events, max_wait: Option<Duration>) -> io::Result<bool> {
+        if !self.check_stop() {
+            return Ok(false);
+        }
+        let now = self.net.now();
+        let wait = self
+            .next_wake()
+            .map(|t| Duration::from_millis(t.ms_since(now)));
+        let wait = match (wait, max_wait) {
+            (Some(w), Some(m)) => Some(w.min(m)),
+            (w, m) => w.or(m),
+        };
+        let poll = self.poll.as_mut().expect("a reactor with its own poll");
+        if let Err(e) = poll.poll(events, wait) {
+            if e.kind() == ErrorKind::Interrupted {
+                return Ok(true);
+            }
+            return Err(e);
+        }
+        for event in events.iter() {
+            self.on_event(event.token().0, event);
+        }
+        self.after_events();
+        Ok(true)
+    }
+
+    /// Starts a graceful leave when asked; false once the node should stop (killed, or its leave
+    /// has handed everything on or run out of time).
+    pub(crate) fn check_stop(&mut self) -> bool {
         let now = self.net.now();
         match self.stop.load(Ordering::SeqCst) {
             KILLED => return self.stopped(),
@@ -204,28 +257,22 @@ impl Reactor {
                 return self.stopped();
             }
         }
-        let wait = self
-            .next_wake()
-            .map(|t| Duration::from_millis(t.ms_since(now)));
-        let wait = match (wait, max_wait) {
-            (Some(w), Some(m)) => Some(w.min(m)),
-            (w, m) => w.or(m),
-        };
-        if let Err(e) = self.poll.poll(events, wait) {
-            if e.kind() == ErrorKind::Interrupted {
-                return Ok(true);
-            }
-            return Err(e);
+        true
+    }
+
+    /// One socket event; `token` is the poll's token (with this reactor's base).
+    pub(crate) fn on_event(&mut self, token: usize, event: &mio::event::Event) {
+        match token - self.net.token_base {
+            API_LISTENER => self.accept(Role::Api),
+            P2P_LISTENER => self.accept(Role::Peer),
+            WAKER => {}
+            SIGNALS => self.on_signal(),
+            t => self.on_conn_event(t - FIRST_CONN, event),
         }
-        for event in events.iter() {
-            match event.token() {
-                API_LISTENER => self.accept(Role::Api),
-                P2P_LISTENER => self.accept(Role::Peer),
-                WAKER => {}
-                SIGNALS => self.on_signal(),
-                Token(t) => self.on_conn_event(t - FIRST_CONN, event),
-            }
-        }
+    }
+
+    /// After a batch of events: due timers, idle connections, and every output flushed.
+    pub(crate) fn after_events(&mut self) {
         let now = self.net.now();
         if self.next_timeout.is_some_and(|t| t <= now) {
             self.node.handle_timeout(now);
@@ -240,12 +287,11 @@ impl Reactor {
             }
             self.next_timeout = self.flush_outputs();
         }
-        Ok(true)
     }
 
-    fn stopped(&self) -> io::Result<bool> {
+    fn stopped(&self) -> bool {
         log::info!("[{}] stopping", self.node.me().id.short());
-        Ok(false)
+        false
     }
 
     /// When the next timer is due, in the reactor's clock (node timers, idle connections, and
@@ -266,12 +312,6 @@ impl Reactor {
     pub fn next_wake_instant(&self) -> Option<Instant> {
         self.next_wake()
             .map(|t| self.net.start + Duration::from_millis(t.as_ms()))
-    }
-
-    /// The poll's file descriptor, for a shared thread to wait on several reactors at once.
-    pub fn poll_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsRawFd;
-        self.poll.as_raw_fd()
     }
 
     fn on_signal(&mut self) {
@@ -496,8 +536,11 @@ impl Net {
         } else {
             Interest::READABLE
         };
-        self.registry
-            .register(&mut stream, Token(key + FIRST_CONN), interest)?;
+        self.registry.register(
+            &mut stream,
+            Token(self.token_base + FIRST_CONN + key),
+            interest,
+        )?;
         self.next_generation = self.next_generation.wrapping_add(1);
         let now = Time(self.start.elapsed().as_millis() as u64);
         entry.insert(Conn::new(
@@ -646,10 +689,11 @@ impl Net {
             // Never both off: keep WRITABLE so a drained buffer wakes us.
             (true, _) => Interest::WRITABLE,
         };
-        if let Err(e) = self
-            .registry
-            .reregister(&mut c.stream, Token(key + FIRST_CONN), interest)
-        {
+        if let Err(e) = self.registry.reregister(
+            &mut c.stream,
+            Token(self.token_base + FIRST_CONN + key),
+            interest,
+        ) {
             log::warn!("reregister failed for {}: {e}", c.remote);
         }
     }

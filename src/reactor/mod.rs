@@ -14,6 +14,7 @@ use crate::time::Time;
 use crate::wheel::TimerWheel;
 use crate::wire::api::{self, ApiReply};
 use crate::wire::p2p::{self, Frame, Peer, PeerMsg};
+use bytes::Buf;
 use conn::{Conn, Role};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -628,9 +629,8 @@ impl Net {
         while !c.wbuf.is_empty() {
             match c.stream.write(&c.wbuf) {
                 Ok(0) => return self.close(key, "write returned 0", true),
-                Ok(n) => {
-                    let _ = c.wbuf.split_to(n);
-                }
+                // Moves the start only: no shared handle is made, the buffer is reused.
+                Ok(n) => c.wbuf.advance(n),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return self.close(key, &format!("write failed: {e}"), true),

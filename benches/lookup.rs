@@ -1,6 +1,7 @@
 //! Lookup (GET) and PUT throughput through an in-process ring over real loopback TCP, for N = 1, 4,
 //! 16 (and 64 with LOOKUP_BENCH_64=1) nodes, with many requests in flight: every node gets one client
-//! connection, and each batch pipelines requests over all of them.
+//! connection, and each batch pipelines requests over all of them. The nodes share one thread per
+//! core (`testnet::start_shared`), as a thread per node would measure the scheduler.
 
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -69,7 +70,8 @@ fn lookups(c: &mut Criterion) {
     let mut g = c.benchmark_group("ring_loopback");
     g.sample_size(10).measurement_time(Duration::from_secs(5));
     for n in sizes {
-        let nodes = testnet::start(n, 5).unwrap();
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let nodes = testnet::start_shared(n, 5, cores).unwrap();
         testnet::wait_for_ring(&nodes, Duration::from_secs(60)).unwrap();
         let mut conns: Vec<TcpStream> = nodes
             .iter()

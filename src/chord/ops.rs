@@ -517,7 +517,10 @@ impl Node {
                 reason: FailureReason::Refused,
             },
         };
-        self.send(from, request, msg);
+        // Request id 0 asks for no answer.
+        if request != 0 {
+            self.send(from, request, msg);
+        }
     }
 
     fn refused(&self, key: Key, value: &Bytes, e: StoreError) {
@@ -550,13 +553,20 @@ impl Node {
         };
         for i in 0..copies.min(self.ring.succs().len()) {
             let p = self.ring.succs()[i];
-            self.push(p, &copy);
+            self.push_copy(p, &copy, false);
         }
         Ok(())
     }
 
     /// Sends one value to `to` as a copy; the answer's hash is checked while there is room to track it.
     pub(super) fn push(&mut self, to: Peer, copy: &Outgoing) {
+        self.push_copy(to, copy, true);
+    }
+
+    /// Sends a copy; `acked` asks for an answer (hand-offs and repair, which a leave waits for).
+    /// The copies a write makes go unanswered (request id 0): two messages less per PUT, and the
+    /// repair rounds restore any copy that did not arrive.
+    fn push_copy(&mut self, to: Peer, copy: &Outgoing, acked: bool) {
         let key = copy.key;
         let msg = PeerMsg::StoragePut {
             ttl_ms: ttl_ms(copy.expires, self.now),
@@ -564,7 +574,7 @@ impl Node {
             key,
             value: copy.value.clone(),
         };
-        if self.pending.len() < self.cfg.pending_requests_max {
+        if acked && self.pending.len() < self.cfg.pending_requests_max {
             let what = Pending::Rpc {
                 peer: to.addr,
                 kind: RpcKind::Push {

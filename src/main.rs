@@ -264,7 +264,7 @@ fn testnet(mut p: lexopt::Parser) -> Res {
             Short('v') | Long("verbose") => verbosity += 1,
             Short('h') | Long("help") => {
                 println!(
-                    "voidphone-dht testnet --nodes N   run N joined nodes on 127.0.0.1 until Ctrl-C"
+                    "voidphone-dht testnet --nodes N [--threads T]   run N joined nodes on 127.0.0.1 until Ctrl-C\n  (a thread per node, or all of them sharing T threads)"
                 );
                 return Ok(ExitCode::SUCCESS);
             }

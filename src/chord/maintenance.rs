@@ -285,3 +285,57 @@ impl Node {
 fn rpc(p: Peer, kind: RpcKind) -> Pending {
     Pending::Rpc { peer: p.addr, kind }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Node, Transmit, test_peer};
+    use crate::config::Config;
+    use crate::time::Time;
+    use crate::wire::p2p::{Frame, PeerMsg};
+
+    fn sent(node: &mut Node) -> Vec<Transmit> {
+        std::iter::from_fn(|| node.poll_transmit()).collect()
+    }
+
+    #[test]
+    fn a_hinted_node_that_never_answers_is_not_probed_again() {
+        let (me, b, dead) = (test_peer(10), test_peer(100), test_peer(50));
+        let mut cfg = Config::default().node;
+        cfg.node_id = Some(me.id);
+        let timeout = cfg.request_timeout_ms;
+        let mut node = Node::new(cfg, me.addr, 1, Time(0));
+        // B notifies the lone node: it becomes the predecessor and, once it answers, the successor.
+        node.handle_peer_msg(
+            b.addr,
+            Frame::new(0, PeerMsg::PredecessorSet { node: b }),
+            Time(1),
+        );
+        let probe = sent(&mut node)
+            .into_iter()
+            .find(|t| t.to == b.addr && t.frame.msg == PeerMsg::PredecessorGet)
+            .expect("the notifier is probed as a successor");
+        let reply = PeerMsg::PredecessorReply {
+            pred: Some(me),
+            succs: vec![],
+        };
+        node.handle_peer_msg(b.addr, Frame::new(probe.frame.request, reply), Time(2));
+        assert_eq!(node.successors().first(), Some(&b));
+        // A hint names a node between us and B that never answers.
+        node.handle_peer_msg(
+            b.addr,
+            Frame::new(0, PeerMsg::SuccessorHint { node: dead }),
+            Time(3),
+        );
+        let out = sent(&mut node);
+        assert!(out.iter().any(|t| t.to == dead.addr), "{out:?}");
+        node.handle_timeout(Time(3 + timeout));
+        // Stabilize rounds from now on ask B (which, silent in this test, is dropped in the end), never
+        // the dead node.
+        let mut now = Time(3 + timeout);
+        for _ in 0..20 {
+            now = node.poll_timeout().expect("periodic timers").max(now);
+            node.handle_timeout(now);
+            assert!(sent(&mut node).iter().all(|t| t.to != dead.addr));
+        }
+    }
+}

@@ -565,6 +565,14 @@ impl Node {
                 let peer = *peer;
                 self.peer_failed(peer);
             }
+            if let Pending::Rpc {
+                peer,
+                kind: RpcKind::StabilizeCandidate { .. },
+            } = &what
+            {
+                // A hinted or cached candidate that does not answer is not probed again.
+                self.cache.forget(*peer);
+            }
             self.fail(what);
         }
     }

@@ -116,3 +116,20 @@ fn values_survive_a_join_and_a_kill(mut nodes: Vec<RunningNode>) {
         all_found_everywhere(&nodes, &values)
     });
 }
+
+#[test]
+fn sixty_four_nodes_joining_at_once_form_one_ring_and_serve_every_node() {
+    // All join through the first node at the same moment (the testnet's shape), 2 threads.
+    let nodes = testnet::start_shared(64, 41, 2).unwrap();
+    testnet::wait_for_ring(&nodes, CONVERGE).expect("a ring of 64");
+    let mut values = HashMap::new();
+    let mut c = ApiClient::connect(nodes[7].api).unwrap();
+    for i in 0..64u64 {
+        let v = Bytes::from(format!("v{i}"));
+        c.put(key(i), &v, 600, 3).unwrap();
+        values.insert(key(i), v);
+    }
+    wait_until(CONVERGE, "every value found through every node", || {
+        all_found_everywhere(&nodes, &values)
+    });
+}

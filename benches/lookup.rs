@@ -1,5 +1,5 @@
 //! Lookup (GET) and PUT throughput through an in-process ring over real loopback TCP, for N = 1, 4,
-//! 16 (and 64 with LOOKUP_BENCH_64=1) nodes, with many requests in flight: every node gets one client
+//! 16 and 64 nodes, with many requests in flight: every node gets one client
 //! connection, and each batch pipelines requests over all of them. The nodes share one thread per
 //! core (`testnet::start_shared`), as a thread per node would measure the scheduler.
 
@@ -63,10 +63,7 @@ fn round(conns: &mut [TcpStream], count: usize, put: bool, next: &mut u32) -> us
 }
 
 fn lookups(c: &mut Criterion) {
-    let mut sizes = vec![1usize, 4, 16];
-    if std::env::var("LOOKUP_BENCH_64").is_ok() {
-        sizes.push(64);
-    }
+    let sizes = [1usize, 4, 16, 64];
     let mut g = c.benchmark_group("ring_loopback");
     g.sample_size(10).measurement_time(Duration::from_secs(5));
     for n in sizes {

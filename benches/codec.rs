@@ -47,6 +47,7 @@ fn codecs(c: &mut Criterion) {
         let msg = PeerMsg::StoragePut {
             ttl_ms: 1000,
             replication: 3,
+            version: i as u64,
             key: Id::hash(&i.to_be_bytes()),
             value: Bytes::from(vec![1u8; 100]),
         };

@@ -1,10 +1,11 @@
 //! The values this node holds: key → value with an absolute expiry time, last write wins, bounded by
-//! a byte quota. Expired values are never returned; `sweep` (called from the core's timer) walks the
+//! a byte quota. Every value carries the version its responsible node gave the write; an older
+//! version never replaces a newer one. Expired values are never returned; `sweep` (called from the core's timer) walks the
 //! store a slice at a time and reclaims them. Owns no network or clock: times come in as arguments.
 //!
 //! Compact on purpose (a node may hold millions of small values): each entry is one heap block
-//! `key · expires · replication · value`, and the ordered set holds only its 16-byte pointer, so an
-//! entry costs about 50 bytes beyond its key and value (docs/PERFORMANCE.md). There is no separate
+//! `key · expires · version · replication · value`, and the ordered set holds only its 16-byte
+//! pointer, so an entry costs under 64 bytes beyond its key and value (docs/PERFORMANCE.md). There is no separate
 //! expiry index: the incremental sweep needs none.
 
 use crate::id::{Id, Key};
@@ -14,10 +15,10 @@ use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::ops::Bound::{Excluded, Included, Unbounded};
 
-/// What one stored entry costs against the quota besides its value: key, expiry and replication in
-/// the entry block (41), the allocator's header and rounding (≤ 23), and the tree's share of a
-/// half-full node (≤ 32). Measured: 57.5 bytes beyond key and value on average.
-pub const ENTRY_OVERHEAD_BYTES: usize = 96;
+/// What one stored entry costs against the quota besides its value: key, expiry, version and
+/// replication in the entry block (49), the allocator's header and rounding (≤ 23), and the tree's
+/// share of a half-full node (≤ 32).
+pub const ENTRY_OVERHEAD_BYTES: usize = 104;
 
 /// How often the sweep runs while values are stored, and how much of the store one step visits
 /// (`len / SWEEP_FRACTION + SWEEP_MIN`): every value is visited within SWEEP_FRACTION steps (8 s).
@@ -29,8 +30,9 @@ const FULL_SWEEP_INTERVAL_MS: u64 = 1000;
 
 const KEY: std::ops::Range<usize> = 0..32;
 const EXPIRES: std::ops::Range<usize> = 32..40;
-const REPLICATION: usize = 40;
-const VALUE: usize = 41;
+const VERSION: std::ops::Range<usize> = 40..48;
+const REPLICATION: usize = 48;
+const VALUE: usize = 49;
 
 /// One stored value, read in place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,16 +41,19 @@ pub struct Stored<'a> {
     pub expires: Time,
     /// How many copies the ring should keep (the PUT's clamped replication).
     pub replication: u8,
+    /// Set by the responsible node for each write: higher is newer.
+    pub version: u64,
 }
 
 /// One heap block per value, ordered by its key alone.
 struct Entry(Box<[u8]>);
 
 impl Entry {
-    fn new(key: &Key, value: &[u8], expires: Time, replication: u8) -> Entry {
+    fn new(key: &Key, value: &[u8], expires: Time, replication: u8, version: u64) -> Entry {
         let mut block = Vec::with_capacity(VALUE + value.len());
         block.extend_from_slice(&key.0);
         block.extend_from_slice(&expires.as_ms().to_be_bytes());
+        block.extend_from_slice(&version.to_be_bytes());
         block.push(replication);
         block.extend_from_slice(value);
         Entry(block.into_boxed_slice())
@@ -64,11 +69,16 @@ impl Entry {
         ))
     }
 
+    fn version(&self) -> u64 {
+        u64::from_be_bytes(self.0[VERSION].try_into().expect("8-byte version"))
+    }
+
     fn view(&self) -> Stored<'_> {
         Stored {
             value: &self.0[VALUE..],
             expires: self.expires(),
             replication: self.0[REPLICATION],
+            version: self.version(),
         }
     }
 
@@ -147,17 +157,26 @@ impl Storage {
         self.bytes_used
     }
 
-    /// Stores `value` under `key` until `expires` (last write wins). The value is copied into the
-    /// entry's own block, so it never pins a connection's larger receive buffer. When it does not
-    /// fit, expired values are swept first (at most once a second) before the PUT is refused.
+    /// Stores `value` under `key` until `expires`, unless a newer `version` is held (then `Ok(false)`:
+    /// the write is superseded). The value is copied into the entry's own block, so it never pins a
+    /// connection's larger receive buffer. When it does not fit, expired values are swept first (at
+    /// most once a second) before the PUT is refused.
     pub fn put(
         &mut self,
         key: Key,
         value: &[u8],
         expires: Time,
         replication: u8,
+        version: u64,
         now: Time,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
+        if self
+            .entries
+            .get(&key.0)
+            .is_some_and(|e| e.version() > version && e.expires() > now)
+        {
+            return Ok(false);
+        }
         let needed = value.len() + ENTRY_OVERHEAD_BYTES;
         let mut free = self.free_for(&key);
         if needed > free && now >= self.next_full_sweep {
@@ -168,12 +187,19 @@ impl Storage {
         if needed > free {
             return Err(StoreError::QuotaExceeded { needed, free });
         }
-        let entry = Entry::new(&key, value, expires, replication);
+        let entry = Entry::new(&key, value, expires, replication, version);
         self.bytes_used += entry.charge();
         if let Some(old) = self.entries.replace(entry) {
             self.bytes_used -= old.charge();
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// The version a new write of `key` gets: `at_least` (the wall clock), past any version held.
+    pub fn next_version(&self, key: &Key, at_least: u64) -> u64 {
+        self.entries
+            .get(&key.0)
+            .map_or(at_least, |e| at_least.max(e.version() + 1))
     }
 
     /// Room for a value under `key` (an overwrite frees the old one).
@@ -293,8 +319,8 @@ mod tests {
     #[test]
     fn last_write_wins_and_accounting_follows() {
         let mut s = Storage::new(10_000);
-        s.put(k(1), b"one", Time(100), 1, Time(0)).unwrap();
-        s.put(k(1), b"three", Time(200), 2, Time(0)).unwrap();
+        s.put(k(1), b"one", Time(100), 1, 1, Time(0)).unwrap();
+        s.put(k(1), b"three", Time(200), 2, 1, Time(0)).unwrap();
         let got = s.get(&k(1), Time(0)).unwrap();
         assert_eq!(got.value, b"three");
         assert_eq!((got.expires, got.replication), (Time(200), 2));
@@ -306,11 +332,28 @@ mod tests {
     }
 
     #[test]
+    fn an_older_version_never_replaces_a_newer_one() {
+        let mut s = Storage::new(10_000);
+        assert!(s.put(k(1), b"new", Time(100), 1, 20, Time(0)).unwrap());
+        assert!(!s.put(k(1), b"old", Time(100), 1, 10, Time(0)).unwrap());
+        assert_eq!(s.get(&k(1), Time(0)).unwrap().value, b"new");
+        assert_eq!(s.get(&k(1), Time(0)).unwrap().version, 20);
+        // The same version again is a repeated copy: stored.
+        assert!(s.put(k(1), b"new", Time(150), 1, 20, Time(0)).unwrap());
+        assert_eq!(s.next_version(&k(1), 5), 21);
+        assert_eq!(s.next_version(&k(1), 50), 50);
+        assert_eq!(s.next_version(&k(2), 5), 5);
+        // A newer value that has expired does not hold back an older live one.
+        assert!(s.put(k(1), b"old", Time(300), 1, 10, Time(150)).unwrap());
+        assert_eq!(s.get(&k(1), Time(150)).unwrap().value, b"old");
+    }
+
+    #[test]
     fn expired_values_are_never_returned_and_sweep_reclaims_them() {
         let mut s = Storage::new(10_000);
         assert_eq!(s.next_sweep(), None);
-        s.put(k(1), b"a", Time(1000), 1, Time(0)).unwrap();
-        s.put(k(2), b"b", Time(5000), 1, Time(0)).unwrap();
+        s.put(k(1), b"a", Time(1000), 1, 1, Time(0)).unwrap();
+        s.put(k(2), b"b", Time(5000), 1, 1, Time(0)).unwrap();
         assert!(s.get(&k(1), Time(999)).is_some());
         assert!(s.get(&k(1), Time(1000)).is_none());
         assert_eq!(s.sweep(Time(999)), 0);
@@ -338,7 +381,7 @@ mod tests {
             } else {
                 Time(1_000_000)
             };
-            s.put(key, b"v", expires, 1, Time(0)).unwrap();
+            s.put(key, b"v", expires, 1, 1, Time(0)).unwrap();
         }
         let mut dropped = 0;
         let mut now = Time(1000);
@@ -353,37 +396,37 @@ mod tests {
     #[test]
     fn quota_refuses_without_touching_existing_values() {
         let mut s = Storage::new(2 * ENTRY_OVERHEAD_BYTES + 20);
-        s.put(k(1), &[1; 10], Time(100), 1, Time(0)).unwrap();
-        s.put(k(2), &[2; 10], Time(100), 1, Time(0)).unwrap();
-        let err = s.put(k(3), &[3; 1], Time(100), 1, Time(0)).unwrap_err();
+        s.put(k(1), &[1; 10], Time(100), 1, 1, Time(0)).unwrap();
+        s.put(k(2), &[2; 10], Time(100), 1, 1, Time(0)).unwrap();
+        let err = s.put(k(3), &[3; 1], Time(100), 1, 1, Time(0)).unwrap_err();
         assert!(matches!(err, StoreError::QuotaExceeded { .. }));
         // An overwrite that would not fit keeps the old value.
-        assert!(s.put(k(1), &[9; 11], Time(100), 1, Time(0)).is_err());
+        assert!(s.put(k(1), &[9; 11], Time(100), 1, 1, Time(0)).is_err());
         assert_eq!(s.get(&k(1), Time(0)).unwrap().value, &[1; 10]);
         // An overwrite of the same size fits.
-        s.put(k(1), &[8; 10], Time(100), 1, Time(0)).unwrap();
+        s.put(k(1), &[8; 10], Time(100), 1, 1, Time(0)).unwrap();
         assert_eq!(s.len(), 2);
     }
 
     #[test]
     fn a_full_store_makes_room_by_sweeping_expired_values() {
         let mut s = Storage::new(2 * ENTRY_OVERHEAD_BYTES + 20);
-        s.put(k(1), &[1; 10], Time(100), 1, Time(0)).unwrap();
-        s.put(k(2), &[2; 10], Time(900), 1, Time(0)).unwrap();
+        s.put(k(1), &[1; 10], Time(100), 1, 1, Time(0)).unwrap();
+        s.put(k(2), &[2; 10], Time(900), 1, 1, Time(0)).unwrap();
         // k(1) expired at 100 but no sweep step reached it: the refused PUT sweeps everything.
-        s.put(k(3), &[3; 10], Time(2000), 1, Time(500)).unwrap();
+        s.put(k(3), &[3; 10], Time(2000), 1, 1, Time(500)).unwrap();
         assert!(s.get(&k(1), Time(500)).is_none());
         assert_eq!(s.len(), 2);
         // The next full sweep waits a second, even though k(2) has expired by now.
-        assert!(s.put(k(4), &[4; 10], Time(2000), 1, Time(1000)).is_err());
-        s.put(k(4), &[4; 10], Time(2000), 1, Time(1500)).unwrap();
+        assert!(s.put(k(4), &[4; 10], Time(2000), 1, 1, Time(1000)).is_err());
+        s.put(k(4), &[4; 10], Time(2000), 1, 1, Time(1500)).unwrap();
     }
 
     #[test]
     fn range_follows_ring_intervals() {
         let mut s = Storage::new(100_000);
         for b in [10u8, 20, 30, 250] {
-            s.put(k(b), b"x", Time(100), 1, Time(0)).unwrap();
+            s.put(k(b), b"x", Time(100), 1, 1, Time(0)).unwrap();
         }
         let keys = |from: u8, to: u8| {
             s.range(k(from), k(to), Time(0))

@@ -199,6 +199,8 @@ pub struct Node {
     replies: VecDeque<(ClientId, ApiReply)>,
     stats: Stats,
     now: Time,
+    /// Wall-clock milliseconds at `now == 0` (the driver's), for write versions.
+    epoch_ms: u64,
 }
 
 impl Node {
@@ -230,6 +232,7 @@ impl Node {
             bootstrap_next: 0,
             last_resort_failures: 0,
             pointers_at_stabilize: (None, None),
+            epoch_ms: 0,
             repair_budget: 0,
             cache,
             peer_lists: PeerLists::default(),
@@ -274,9 +277,10 @@ impl Node {
             PeerMsg::StoragePut {
                 ttl_ms,
                 replication,
+                version,
                 key,
                 value,
-            } => self.on_storage_put(from, request, key, value, ttl_ms, replication),
+            } => self.on_storage_put(from, request, key, value, ttl_ms, (replication, version)),
             PeerMsg::PeerFind {
                 target,
                 hops,
@@ -384,6 +388,16 @@ impl Node {
     }
 
     // ----- views -----
+
+    /// The wall clock (milliseconds since the Unix epoch) at the driver's time 0. Write versions
+    /// come from it, so that a later write wins across nodes as long as clocks roughly agree.
+    pub fn set_wall_clock_epoch(&mut self, epoch_ms: u64) {
+        self.epoch_ms = epoch_ms;
+    }
+
+    fn wall_ms(&self) -> u64 {
+        self.epoch_ms + self.now.as_ms()
+    }
 
     pub fn me(&self) -> Peer {
         self.ring.me

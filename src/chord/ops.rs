@@ -273,6 +273,7 @@ impl Node {
                 let msg = PeerMsg::StoragePut {
                     ttl_ms: ttl_ms(*expires, self.now),
                     replication: *replication,
+                    version: 0, // the responsible node sets it
                     key: op.key,
                     value: value.clone(),
                 };
@@ -466,6 +467,7 @@ impl Node {
             Some(s) => PeerMsg::StorageGetSuccess {
                 ttl_ms: ttl_ms(s.expires, self.now),
                 replication: s.replication,
+                version: s.version,
                 key,
                 value: self.values_out.copy(s.value),
             },
@@ -490,7 +492,7 @@ impl Node {
         key: Key,
         value: Bytes,
         ttl: u32,
-        replication: u8,
+        (replication, version): (u8, u64),
     ) {
         let ttl = (ttl as u64).min(self.cfg.ttl_max_s as u64 * 1000);
         let expires = self.now + ttl;
@@ -500,9 +502,11 @@ impl Node {
             let reason = FailureReason::NotResponsible;
             return self.send(from, request, PeerMsg::StorageFailure { key, reason });
         }
+        // A copy older than what we hold is acknowledged and dropped: the newer write stands.
         let stored = if copy {
             self.storage
-                .put(key, &value, expires, replication, self.now)
+                .put(key, &value, expires, replication, version, self.now)
+                .map(|_| ())
                 .map_err(|e| self.refused(key, &value, e))
         } else {
             self.store(key, &value, expires, replication)
@@ -539,8 +543,13 @@ impl Node {
     }
 
     /// Stores locally as the responsible node and copies to the next `replication - 1` successors.
+    /// The write gets a version past any held for the key (the wall clock, normally).
     fn store(&mut self, key: Key, value: &Bytes, expires: Time, replication: u8) -> Result<(), ()> {
-        if let Err(e) = self.storage.put(key, value, expires, replication, self.now) {
+        let version = self.storage.next_version(&key, self.wall_ms());
+        if let Err(e) = self
+            .storage
+            .put(key, value, expires, replication, version, self.now)
+        {
             self.refused(key, value, e);
             return Err(());
         }
@@ -550,6 +559,7 @@ impl Node {
             value: value.clone(),
             expires,
             replication,
+            version,
         };
         for i in 0..copies.min(self.ring.succs().len()) {
             let p = self.ring.succs()[i];
@@ -571,6 +581,7 @@ impl Node {
         let msg = PeerMsg::StoragePut {
             ttl_ms: ttl_ms(copy.expires, self.now),
             replication: copy.replication | COPY_FLAG,
+            version: copy.version,
             key,
             value: copy.value.clone(),
         };
@@ -625,6 +636,7 @@ impl Node {
                 value: self.values_out.copy(s.value),
                 expires: s.expires,
                 replication: s.replication,
+                version: s.version,
             })
             .collect()
     }
@@ -652,6 +664,7 @@ pub(super) struct Outgoing {
     pub value: Bytes,
     pub expires: Time,
     pub replication: u8,
+    pub version: u64,
 }
 
 fn ttl_ms(expires: Time, now: Time) -> u32 {

@@ -12,7 +12,7 @@ use super::{Node, Pending, Periodic, RpcKind};
 use crate::id::{Id, Key, in_half_open};
 use crate::storage::Stored;
 use crate::wire::p2p::{Peer, PeerMsg, SYNC_BUCKETS, SYNC_KEYS_MAX};
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 /// Values a responsible node fetches from one holder's SYNC REPLY at most.
@@ -23,11 +23,11 @@ fn bucket(key: &Key) -> usize {
     (key.0[0] >> 2) as usize
 }
 
-/// A value's contribution to a bucket digest: the key, and the value's length so that a holder
-/// with a different value of another size differs too.
+/// A value's contribution to a bucket digest: the key and its version, so that a holder with an
+/// older write of the key differs too.
 fn fingerprint(key: &Key, s: &Stored) -> u64 {
     let k = u64::from_be_bytes(key.0[..8].try_into().expect("8 bytes"));
-    k ^ (s.value.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    k ^ s.version.wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// Does the `index`-th successor of a key's responsible node keep a value with this replication?
@@ -103,41 +103,46 @@ impl Node {
         let differing = (0..SYNC_BUCKETS)
             .filter(|&b| ours[b] != theirs[b])
             .fold(0u64, |m, b| m | 1 << b);
-        let keys: Vec<Key> = if differing == 0 {
+        let keys: Vec<(Key, u64)> = if differing == 0 {
             Vec::new()
         } else {
             self.storage
                 .range(range.0, range.1, self.now)
                 .filter(|(k, s)| held_at(index as usize, s) && differing & (1 << bucket(k)) != 0)
-                .map(|(k, _)| k)
+                .map(|(k, s)| (k, s.version))
                 .take(SYNC_KEYS_MAX)
                 .collect()
         };
         self.send(from_addr, request, PeerMsg::SyncReply { differing, keys });
     }
 
-    /// Responsible side: push what the holder lacks in the differing buckets, within the budget.
+    /// Responsible side: push what the holder lacks or holds in an older version in the differing
+    /// buckets, within the budget; fetch what the holder has newer than we do.
     pub(super) fn sync_reply(
         &mut self,
         holder: Peer,
         index: usize,
         differing: u64,
-        keys: Vec<Key>,
+        keys: Vec<(Key, u64)>,
     ) {
         let Some(pred) = self.ring.pred else { return };
         if differing == 0 {
             return;
         }
-        // Values in our range that the holder has and we lack (we joined, or took over from a node
-        // that lacked them): fetch them, or nobody would ever copy them back to the count.
+        // Values in our range that the holder has and we lack, or has in a newer version (we
+        // joined, or took over from a node that missed a write): fetch them, or nobody would ever
+        // copy them back to the count.
         let lacking: Vec<Key> = keys
             .iter()
-            .filter(|k| {
-                in_half_open(*k, &pred.id, &self.ring.me.id)
-                    && self.storage.get(k, self.now).is_none()
+            .filter(|(k, version)| {
+                in_half_open(k, &pred.id, &self.ring.me.id)
+                    && self
+                        .storage
+                        .get(k, self.now)
+                        .is_none_or(|s| s.version < *version)
             })
             .take(PULLS_PER_REPLY_MAX)
-            .copied()
+            .map(|(k, _)| *k)
             .collect();
         for key in lacking {
             let what = Pending::Rpc {
@@ -151,9 +156,11 @@ impl Node {
                 self.cfg.request_timeout_ms,
             );
         }
-        let has: BTreeSet<Key> = keys.into_iter().collect();
+        let has: BTreeMap<Key, u64> = keys.into_iter().collect();
         let missing = self.copy_out(pred.id, self.ring.me.id, |k, s| {
-            held_at(index, s) && differing & (1 << bucket(k)) != 0 && !has.contains(k)
+            held_at(index, s)
+                && differing & (1 << bucket(k)) != 0
+                && has.get(k).is_none_or(|v| *v < s.version)
         });
         let (mut sent, mut bytes) = (0u64, 0usize);
         for copy in missing {
@@ -179,23 +186,23 @@ impl Node {
         }
     }
 
-    /// A pulled value arrived: keep it as the responsible node; the next round copies it on.
+    /// A pulled value arrived: keep it as the responsible node (unless ours is newer after all); the
+    /// next round copies it on.
     pub(super) fn pulled(&mut self, key: Key, msg: PeerMsg) {
         if let PeerMsg::StorageGetSuccess {
             ttl_ms,
             replication,
+            version,
             key: k,
             value,
         } = msg
             && k == key
-            && self.storage.get(&key, self.now).is_none()
         {
             let expires = self.now + (ttl_ms as u64).min(self.cfg.ttl_max_s as u64 * 1000);
-            if self
-                .storage
-                .put(key, &value, expires, replication.max(1), self.now)
-                .is_ok()
-            {
+            let stored =
+                self.storage
+                    .put(key, &value, expires, replication.max(1), version, self.now);
+            if stored == Ok(true) {
                 self.stats.repair_values_pulled += 1;
             }
         }

@@ -138,7 +138,12 @@ impl Reactor {
         )?;
         let p2p_addr = p2p_listener.local_addr()?;
         let start = Instant::now();
-        let node = Node::new(cfg.node.clone(), p2p_addr, seed, Time::ZERO);
+        let mut node = Node::new(cfg.node.clone(), p2p_addr, seed, Time::ZERO);
+        // Write versions come from the wall clock (time 0 of the node's clock is `start`).
+        let epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        node.set_wall_clock_epoch(epoch);
         let net = Net {
             registry: registry.try_clone()?,
             token_base,

@@ -253,6 +253,16 @@ impl Sim {
         self.schedule(self.now + 3000, Event::Gone { at: addr });
     }
 
+    /// Changes the chance that a message is lost, from now on.
+    pub fn set_loss(&mut self, loss: f64) {
+        self.net.loss = loss;
+    }
+
+    /// Delivers `frame` to `to` as if `from` had sent it now (tests forge late or odd messages).
+    pub fn deliver(&mut self, from: SocketAddr, to: SocketAddr, frame: Frame) {
+        self.schedule(self.now, Event::Deliver { from, to, frame });
+    }
+
     pub fn client_request(&mut self, at: SocketAddr, client: ClientId, req: ApiRequest) {
         self.schedule(self.now, Event::Client { at, client, req });
     }

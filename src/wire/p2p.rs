@@ -70,17 +70,20 @@ pub enum PeerMsg {
     },
     /// Store a value for `ttl_ms` more milliseconds, `replication` copies wanted. Without
     /// [`COPY_FLAG`] it is a write to the key's responsible node, which copies it to its next
-    /// `replication - 1` successors; with it, such a copy (or a repair, a hand-off), stored as it is.
+    /// `replication - 1` successors; with it, such a copy (or a repair, a hand-off), stored unless the
+    /// receiver holds a newer `version` (a write's version is set by the responsible node; 0 here).
     StoragePut {
         ttl_ms: u32,
         replication: u8,
+        version: u64,
         key: Key,
         value: Bytes,
     },
-    /// The value, its time left and the number of copies wanted.
+    /// The value, its time left, the number of copies wanted and its version.
     StorageGetSuccess {
         ttl_ms: u32,
         replication: u8,
+        version: u64,
         key: Key,
         value: Bytes,
     },
@@ -136,10 +139,11 @@ pub enum PeerMsg {
         index: u8,
         buckets: Vec<(u64, u32)>,
     },
-    /// The holder's answer: a bitmap of the buckets that differ and the keys it holds in them.
+    /// The holder's answer: a bitmap of the buckets that differ and the keys it holds in them, each
+    /// with the version it holds.
     SyncReply {
         differing: u64,
-        keys: Vec<Key>,
+        keys: Vec<(Key, u64)>,
     },
     /// The sender leaves the ring: here are its predecessor and successors.
     Leave {
@@ -236,8 +240,8 @@ impl PeerMsg {
         let peer_len = |p: &Peer| 32 + addr_len(&p.addr);
         match self {
             PeerMsg::StorageGet { .. } => 32,
-            PeerMsg::StoragePut { value, .. } => 4 + 1 + 32 + value.len(),
-            PeerMsg::StorageGetSuccess { value, .. } => 4 + 1 + 32 + value.len(),
+            PeerMsg::StoragePut { value, .. } => 4 + 1 + 8 + 32 + value.len(),
+            PeerMsg::StorageGetSuccess { value, .. } => 4 + 1 + 8 + 32 + value.len(),
             PeerMsg::StoragePutSuccess { .. } => 64,
             PeerMsg::StorageFailure { .. } => 33,
             PeerMsg::PeerFind { reply_to, .. } => 34 + addr_len(reply_to),
@@ -254,7 +258,7 @@ impl PeerMsg {
                     + 16
             }
             PeerMsg::Sync { buckets, .. } => 65 + 12 * buckets.len(),
-            PeerMsg::SyncReply { keys, .. } => 8 + 2 + 32 * keys.len(),
+            PeerMsg::SyncReply { keys, .. } => 8 + 2 + 40 * keys.len(),
             PeerMsg::Leave { node, pred, succs } => {
                 peer_len(node)
                     + 2
@@ -290,22 +294,26 @@ impl Frame {
             PeerMsg::StoragePut {
                 ttl_ms,
                 replication,
+                version,
                 key,
                 value,
             } => {
                 out.put_u32(*ttl_ms);
                 out.put_u8(*replication);
+                out.put_u64(*version);
                 out.put_slice(&key.0);
                 out.put_slice(value);
             }
             PeerMsg::StorageGetSuccess {
                 ttl_ms,
                 replication,
+                version,
                 key,
                 value,
             } => {
                 out.put_u32(*ttl_ms);
                 out.put_u8(*replication);
+                out.put_u64(*version);
                 out.put_slice(&key.0);
                 out.put_slice(value);
             }
@@ -366,8 +374,9 @@ impl Frame {
                 assert!(keys.len() <= SYNC_KEYS_MAX);
                 out.put_u64(*differing);
                 out.put_u16(keys.len() as u16);
-                for k in keys {
+                for (k, version) in keys {
                     out.put_slice(&k.0);
+                    out.put_u64(*version);
                 }
             }
             PeerMsg::Leave { node, pred, succs } => {
@@ -447,29 +456,33 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
             key: take_id(&mut b).ok_or(bad.clone())?,
         },
         STORAGE_PUT => {
-            if b.len() < 4 + 1 + 32 + 1 {
+            if b.len() < 4 + 1 + 8 + 32 + 1 {
                 return Err(bad);
             }
             let ttl_ms = b.get_u32();
             let replication = b.get_u8();
+            let version = b.get_u64();
             let key = take_id(&mut b).ok_or(bad.clone())?;
             PeerMsg::StoragePut {
                 ttl_ms,
                 replication,
+                version,
                 key,
                 value: b.split().freeze(),
             }
         }
         STORAGE_GET_SUCCESS => {
-            if b.len() < 4 + 1 + 32 + 1 {
+            if b.len() < 4 + 1 + 8 + 32 + 1 {
                 return Err(bad);
             }
             let ttl_ms = b.get_u32();
             let replication = b.get_u8();
+            let version = b.get_u64();
             let key = take_id(&mut b).ok_or(bad.clone())?;
             PeerMsg::StorageGetSuccess {
                 ttl_ms,
                 replication,
+                version,
                 key,
                 value: b.split().freeze(),
             }
@@ -550,11 +563,11 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
             }
             let differing = b.get_u64();
             let n = b.get_u16() as usize;
-            if n > SYNC_KEYS_MAX || b.remaining() != 32 * n {
+            if n > SYNC_KEYS_MAX || b.remaining() != 40 * n {
                 return Err(bad);
             }
             let keys = (0..n)
-                .map(|_| take_id(&mut b).expect("length checked"))
+                .map(|_| (take_id(&mut b).expect("length checked"), b.get_u64()))
                 .collect();
             PeerMsg::SyncReply { differing, keys }
         }
@@ -657,12 +670,14 @@ mod tests {
             PeerMsg::StoragePut {
                 ttl_ms: 1234,
                 replication: 3,
+                version: 1 << 40 | 7,
                 key: k,
                 value: Bytes::from(vec![1; 65495]),
             },
             PeerMsg::StorageGetSuccess {
                 ttl_ms: 9,
                 replication: 3,
+                version: 42,
                 key: k,
                 value: Bytes::from_static(b"v"),
             },
@@ -718,7 +733,7 @@ mod tests {
             },
             PeerMsg::SyncReply {
                 differing: 1 << 63 | 5,
-                keys: vec![k, Id([1; 32])],
+                keys: vec![(k, 3), (Id([1; 32]), u64::MAX)],
             },
             PeerMsg::Leave {
                 node: peer(1, 1),

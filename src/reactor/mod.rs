@@ -117,7 +117,7 @@ impl Reactor {
 
     /// Binds a node whose sockets go in a shared poll's `registry` with tokens from `token_base`;
     /// `waker` wakes that poll.
-    pub fn bind_on(
+    pub(crate) fn bind_on(
         cfg: &Config,
         seed: u64,
         registry: &mio::Registry,
@@ -201,9 +201,11 @@ impl Reactor {
         signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, write.try_clone()?)?;
         signal_hook::low_level::pipe::register(signal_hook::consts::SIGTERM, write)?;
         let mut read = mio::net::UnixStream::from_std(read);
-        self.net
-            .registry
-            .register(&mut read, Token(SIGNALS), Interest::READABLE)?;
+        self.net.registry.register(
+            &mut read,
+            Token(self.net.token_base + SIGNALS),
+            Interest::READABLE,
+        )?;
         self.signals = Some(read);
         Ok(())
     }

@@ -127,6 +127,32 @@ fn clients_that_send_and_hang_up_free_their_connection_slot_at_once() {
     assert_eq!(c.get(key(1)).unwrap(), None);
 }
 
+#[test]
+fn a_client_that_hangs_up_behind_many_requests_gets_every_answer() {
+    // 3000 GETs of a 4 KB value are 12 MB of answers, far past the reply buffer bound: the node
+    // must go on answering the requests it read before the end of stream as the client reads.
+    let node = single_node();
+    let value = vec![7u8; 4096];
+    client(&node).put(key(1), &value, 60, 1).unwrap();
+    let mut reqs = BytesMut::new();
+    for _ in 0..3000 {
+        ApiRequest::Get { key: key(1) }.encode(&mut reqs);
+    }
+    let mut s = TcpStream::connect(node.api).unwrap();
+    s.write_all(&reqs).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answers = Vec::new();
+    s.read_to_end(&mut answers).unwrap();
+    let mut buf = BytesMut::from(&answers[..]);
+    let mut found = 0;
+    while let Some(reply) = voidphone_dht::wire::api::decode_reply(&mut buf).unwrap() {
+        assert!(matches!(reply, ApiReply::Success { .. }));
+        found += 1;
+    }
+    assert_eq!(found, 3000);
+}
+
 /// A connection the node must close: every read returns EOF (or a reset) before long.
 fn assert_closed_by_node(mut s: TcpStream) {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

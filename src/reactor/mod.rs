@@ -289,8 +289,11 @@ impl Reactor {
         self.next_timeout = self.flush_outputs();
         while !self.net.resumed.is_empty() {
             for key in std::mem::take(&mut self.net.resumed) {
-                if self.net.conns.contains(key) {
-                    self.on_readable(key, false);
+                match self.net.conns.get(key) {
+                    // Its socket is at its end: only the requests already read remain.
+                    Some(c) if c.hung_up => self.handle_frames(key, self.net.now()),
+                    Some(_) => self.on_readable(key, false),
+                    None => {}
                 }
             }
             self.next_timeout = self.flush_outputs();
@@ -443,6 +446,11 @@ impl Reactor {
                         }
                         let client = client_id(key, c.generation);
                         self.node.handle_client_req(client, req, now);
+                    }
+                    // After the end of stream a partial frame can never complete.
+                    Ok(None) if c.hung_up => {
+                        c.rbuf.clear();
+                        return;
                     }
                     Ok(None) => return,
                     Err(e) => {
@@ -643,13 +651,18 @@ impl Net {
                 Err(e) => return self.close(key, &format!("write failed: {e}"), true),
             }
         }
-        if c.hung_up && c.wbuf.is_empty() && c.awaiting == 0 {
-            return self.close(key, "closed by the other side", false);
+        let below_half = c.wbuf.len() < self.cfg.connection_buffer_bytes_max / 2;
+        if c.hung_up {
+            // Answer every request read before the end of stream, then close.
+            if c.wbuf.is_empty() && c.awaiting == 0 && c.rbuf.is_empty() {
+                return self.close(key, "closed by the other side", false);
+            }
+            if below_half && !c.rbuf.is_empty() {
+                self.resumed.push(key);
+            }
         }
         let want_writable = !c.wbuf.is_empty();
-        let resume = c.reading_paused
-            && !c.hung_up
-            && c.wbuf.len() < self.cfg.connection_buffer_bytes_max / 2;
+        let resume = c.reading_paused && !c.hung_up && below_half;
         if resume {
             c.reading_paused = false;
             self.resumed.push(key);

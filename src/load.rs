@@ -103,17 +103,22 @@ pub fn run(spec: &LoadSpec) -> io::Result<LoadReport> {
     let mut events = Events::with_capacity(1024);
     let mut scratch = vec![0u8; 64 * 1024];
     while Instant::now() < deadline {
-        poll.poll(&mut events, Some(deadline - Instant::now().min(deadline)))?;
+        match poll.poll(&mut events, Some(deadline - Instant::now().min(deadline))) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            result => result?,
+        }
         for event in &events {
             let c = event.token().0;
             let conn = &mut conns[c];
             if event.is_writable() {
                 flush(conn)?;
             }
-            if !event.is_readable() {
+            // A node that closes the connection (or fails it) ends the run with an error.
+            let closing = event.is_read_closed() || event.is_error();
+            if !event.is_readable() && !closing {
                 continue;
             }
-            read_all(&mut conn.stream, &mut conn.input, &mut scratch)?;
+            read_all(&mut conn.stream, &mut conn.input, &mut scratch, closing)?;
             while let Some(reply) = api::decode_reply(&mut conn.input)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
             {
@@ -179,13 +184,19 @@ fn flush(conn: &mut LoadConn) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads until the socket is empty (epoll is edge-triggered).
-fn read_all(stream: &mut TcpStream, input: &mut BytesMut, scratch: &mut [u8]) -> io::Result<()> {
+/// Reads until the socket is empty (epoll is edge-triggered), or at `to_end` (the node closed) to
+/// the end of the stream.
+fn read_all(
+    stream: &mut TcpStream,
+    input: &mut BytesMut,
+    scratch: &mut [u8],
+    to_end: bool,
+) -> io::Result<()> {
     loop {
         match stream.read(scratch) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             // A short read emptied the socket; later bytes raise a new edge.
-            Ok(n) if n < scratch.len() => {
+            Ok(n) if n < scratch.len() && !to_end => {
                 input.extend_from_slice(&scratch[..n]);
                 return Ok(());
             }

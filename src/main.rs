@@ -366,8 +366,9 @@ fn simulate(mut p: lexopt::Parser) -> Res {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `bench`: a load generator in the spirit of redis-benchmark. Each connection is a thread that
-/// writes `pipeline` requests and reads the replies (PUTs are confirmed by one GET per round).
+/// `bench`: a load generator in the spirit of redis-benchmark (src/load.rs: one thread, one poll
+/// loop over every connection; each round writes `pipeline` requests and reads the replies, and a
+/// round of PUTs ends with one GET that confirms them).
 fn bench(mut p: lexopt::Parser) -> Res {
     let (mut apis, mut conns, mut pipeline, mut secs) =
         (vec![DEFAULT_API.parse()?], 16usize, 1usize, 5.0f64);

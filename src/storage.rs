@@ -1,7 +1,8 @@
-//! The values this node holds: key → value with an absolute expiry time, last write wins, bounded by
-//! a byte quota. Every value carries the version its responsible node gave the write; an older
-//! version never replaces a newer one. Expired values are never returned; `sweep` (called from the core's timer) walks the
-//! store a slice at a time and reclaims them. Owns no network or clock: times come in as arguments.
+//! The values this node holds: key → value with an absolute expiry time, bounded by a byte quota.
+//! Every value carries the version its responsible node gave the write; an older version never
+//! replaces a newer live one. Expired values are never returned; `sweep` (called from the core's
+//! timer) walks the store a slice at a time and reclaims them. Owns no network or clock: times
+//! come in as arguments.
 //!
 //! Compact on purpose (a node may hold millions of small values): each entry is one heap block
 //! `key · expires · version · replication · value`, and the ordered set holds only its 16-byte
@@ -123,8 +124,9 @@ pub struct Storage {
     entries: BTreeSet<Entry>,
     bytes_used: usize,
     bytes_max: usize,
-    /// Where the incremental sweep goes on from, and when it runs next.
-    sweep_cursor: [u8; 32],
+    /// The last key the incremental sweep visited (`None`: start from the lowest), and when it
+    /// runs next.
+    sweep_cursor: Option<[u8; 32]>,
     next_sweep: Time,
     next_full_sweep: Time,
     /// Reused by the sweep for the keys it drops.
@@ -137,7 +139,7 @@ impl Storage {
             entries: BTreeSet::new(),
             bytes_used: 0,
             bytes_max,
-            sweep_cursor: [0; 32],
+            sweep_cursor: None,
             next_sweep: Time(0),
             next_full_sweep: Time(0),
             doomed: Vec::new(),
@@ -199,7 +201,7 @@ impl Storage {
     pub fn next_version(&self, key: &Key, at_least: u64) -> u64 {
         self.entries
             .get(&key.0)
-            .map_or(at_least, |e| at_least.max(e.version() + 1))
+            .map_or(at_least, |e| at_least.max(e.version().saturating_add(1)))
     }
 
     /// Room for a value under `key` (an overwrite frees the old one).
@@ -236,9 +238,10 @@ impl Storage {
         let visit = self.entries.len() / SWEEP_FRACTION + SWEEP_MIN;
         let mut visited = 0;
         let mut last = None;
+        let from = self.sweep_cursor.as_ref().map_or(Unbounded, Excluded);
         for e in self
             .entries
-            .range::<[u8; 32], _>((Excluded(&self.sweep_cursor), Unbounded))
+            .range::<[u8; 32], _>((from, Unbounded))
             .take(visit)
         {
             visited += 1;
@@ -248,10 +251,7 @@ impl Storage {
             }
         }
         // At the end of the key space the next step starts over from the bottom.
-        self.sweep_cursor = match last {
-            Some(k) if visited == visit => k,
-            _ => [0; 32],
-        };
+        self.sweep_cursor = last.filter(|_| visited == visit);
         self.drop_doomed()
     }
 
@@ -383,13 +383,15 @@ mod tests {
             };
             s.put(key, b"v", expires, 1, 1, Time(0)).unwrap();
         }
+        // The lowest possible key is visited too.
+        s.put(k(0), b"v", Time(1000), 1, 1, Time(0)).unwrap();
         let mut dropped = 0;
         let mut now = Time(1000);
         for _ in 0..SWEEP_FRACTION {
             dropped += s.sweep(now);
             now = now + SWEEP_INTERVAL_MS;
         }
-        assert_eq!(dropped, n.div_ceil(3) as usize);
+        assert_eq!(dropped, n.div_ceil(3) as usize + 1);
         assert_eq!(s.len(), (n - n.div_ceil(3)) as usize);
     }
 

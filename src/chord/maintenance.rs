@@ -176,8 +176,7 @@ impl Node {
             // Our predecessor lies between the notifier and us: it, or a node we know closer still,
             // is the notifier's successor.
             if let Some(p) = self.ring.pred.filter(|p| p.id != node.id) {
-                let hint = self.closest_after(&node.id, p);
-                self.send(node.addr, 0, PeerMsg::SuccessorHint { node: hint });
+                self.hint(node, p);
             }
             return;
         }
@@ -192,8 +191,17 @@ impl Node {
         self.hand_off(old.map_or(me, |p| p.id), node);
         // The old predecessor's successor is the notifier now (or a node we know closer still).
         if let Some(p) = old {
-            let hint = self.closest_after(&p.id, node);
-            self.send(p.addr, 0, PeerMsg::SuccessorHint { node: hint });
+            self.hint(p, node);
+        }
+    }
+
+    /// Tells `to` of `live` (which just spoke to us) as its closer successor, and of a node from our
+    /// cache closer still, if we know one (it may be gone: the live one is named too).
+    fn hint(&mut self, to: Peer, live: Peer) {
+        self.send(to.addr, 0, PeerMsg::SuccessorHint { node: live });
+        let closer = self.closest_after(&to.id, live);
+        if closer.id != live.id {
+            self.send(to.addr, 0, PeerMsg::SuccessorHint { node: closer });
         }
     }
 

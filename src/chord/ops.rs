@@ -96,8 +96,7 @@ impl Node {
         let mut nodes = self.peer_lists.take();
         if self.ring.owns(&key) {
             self.stats.lookups_local += 1;
-            nodes.push(self.ring.me);
-            nodes.extend(self.ring.succs().iter().take(PEERS_MAX - 1));
+            self.nodes_from_me_into(&mut nodes);
             return self.client_at(op, nodes);
         }
         if op.attempt == 0 {
@@ -172,7 +171,8 @@ impl Node {
         let answer = self.ring.owns(&target) || (last_hop && self.ring.pred.is_none());
         let (next, next_is_last) = match self.ring.pred {
             _ if answer => {
-                let nodes = self.nodes_from_me();
+                let mut nodes = Vec::new();
+                self.nodes_from_me_into(&mut nodes);
                 return self.send(
                     reply_to,
                     request,
@@ -203,12 +203,11 @@ impl Node {
         self.send(next.addr, request, msg);
     }
 
-    /// Us and our successors: the responsible node first, then the replica holders.
-    fn nodes_from_me(&self) -> Vec<Peer> {
-        std::iter::once(self.ring.me)
-            .chain(self.ring.succs().iter().copied())
-            .take(PEERS_MAX)
-            .collect()
+    /// Us and our successors, appended to `nodes`: the responsible node first, then the replica
+    /// holders.
+    fn nodes_from_me_into(&self, nodes: &mut Vec<Peer>) {
+        nodes.push(self.ring.me);
+        nodes.extend(self.ring.succs().iter().take(PEERS_MAX - 1));
     }
 
     pub(super) fn lookup_done(&mut self, purpose: Purpose, nodes: Vec<Peer>) {
@@ -511,6 +510,10 @@ impl Node {
         } else {
             self.store(key, &value, expires, replication)
         };
+        // Request id 0 asks for no answer.
+        if request == 0 {
+            return;
+        }
         let msg = match stored {
             Ok(()) => PeerMsg::StoragePutSuccess {
                 key,
@@ -521,10 +524,7 @@ impl Node {
                 reason: FailureReason::Refused,
             },
         };
-        // Request id 0 asks for no answer.
-        if request != 0 {
-            self.send(from, request, msg);
-        }
+        self.send(from, request, msg);
     }
 
     fn refused(&self, key: Key, value: &Bytes, e: StoreError) {
@@ -614,23 +614,30 @@ impl Node {
 
     /// Pushes a copy of every value with a key in `(from, to]` to `target`; returns how many.
     pub(super) fn push_range(&mut self, from: Id, to: Id, target: Peer) -> usize {
-        let copies = self.copy_out(from, to, |_, _| true);
+        let copies = self.copy_out(from, to, usize::MAX, |_, _| true);
         for copy in &copies {
             self.push(target, copy);
         }
         copies.len()
     }
 
-    /// The live values with a key in `(from, to]` that `keep` selects, copied out for sending.
+    /// The live values with a key in `(from, to]` that `keep` selects, in ring order while their
+    /// value bytes stay within `bytes_max`, copied out for sending.
     pub(super) fn copy_out(
         &mut self,
         from: Id,
         to: Id,
+        bytes_max: usize,
         keep: impl Fn(&Key, &Stored) -> bool,
     ) -> Vec<Outgoing> {
+        let mut budget = bytes_max;
         self.storage
             .range(from, to, self.now)
             .filter(|(k, s)| keep(k, s))
+            .map_while(|(k, s)| {
+                budget = budget.checked_sub(s.value.len())?;
+                Some((k, s))
+            })
             .map(|(key, s)| Outgoing {
                 key,
                 value: self.values_out.copy(s.value),

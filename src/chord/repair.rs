@@ -157,16 +157,13 @@ impl Node {
             );
         }
         let has: BTreeMap<Key, u64> = keys.into_iter().collect();
-        let missing = self.copy_out(pred.id, self.ring.me.id, |k, s| {
+        let missing = self.copy_out(pred.id, self.ring.me.id, self.repair_budget, |k, s| {
             held_at(index, s)
                 && differing & (1 << bucket(k)) != 0
                 && has.get(k).is_none_or(|v| *v < s.version)
         });
         let (mut sent, mut bytes) = (0u64, 0usize);
         for copy in missing {
-            if copy.value.len() > self.repair_budget {
-                break;
-            }
             self.repair_budget -= copy.value.len();
             bytes += copy.value.len();
             sent += 1;

@@ -59,9 +59,13 @@ impl Hub {
         }
         let name = format!("nodes-{}", nodes.first().map_or(0, |n| n.p2p.port()));
         let poll = self.poll;
-        std::thread::Builder::new()
-            .name(name)
-            .spawn(move || run(poll, live))?;
+        std::thread::Builder::new().name(name).spawn(move || {
+            let result = run(poll, live);
+            if let Err(e) = &result {
+                log::error!("a thread of shared nodes stopped: {e}");
+            }
+            result
+        })?;
         Ok(nodes)
     }
 }
@@ -76,7 +80,7 @@ fn run(mut poll: Poll, mut live: Vec<Slot>) -> io::Result<()> {
     let mut touched = vec![false; live.len()];
     loop {
         for slot in live.iter_mut() {
-            if slot.as_mut().is_some_and(|(r, _)| !r.check_stop()) {
+            if slot.as_mut().is_some_and(|(r, _)| !r.keep_running()) {
                 let (reactor, exited) = slot.take().expect("live");
                 drop(reactor);
                 let _ = exited.send(());

@@ -213,25 +213,21 @@ impl Reactor {
     /// Runs until stopped.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_PER_TURN);
-        while self.turn(&mut events, None)? {}
+        while self.turn(&mut events)? {}
         Ok(())
     }
 
     /// One turn of the loop on the reactor's own poll: waits for socket events (no longer than the
-    /// next timer or `max_wait`), handles them, fires due timers and flushes the outputs. False once
-    /// the node has stopped.
-    fn turn(&mut self, events: &mut Events, max_wait: Option<Duration>) -> io::Result<bool> {
-        if !self.check_stop() {
+    /// next timer), handles them, fires due timers and flushes the outputs. False once the node has
+    /// stopped.
+    fn turn(&mut self, events: &mut Events) -> io::Result<bool> {
+        if !self.keep_running() {
             return Ok(false);
         }
         let now = self.net.now();
         let wait = self
             .next_wake()
             .map(|t| Duration::from_millis(t.ms_since(now)));
-        let wait = match (wait, max_wait) {
-            (Some(w), Some(m)) => Some(w.min(m)),
-            (w, m) => w.or(m),
-        };
         let poll = self.poll.as_mut().expect("a reactor with its own poll");
         if let Err(e) = poll.poll(events, wait) {
             if e.kind() == ErrorKind::Interrupted {
@@ -248,7 +244,7 @@ impl Reactor {
 
     /// Starts a graceful leave when asked; false once the node should stop (killed, or its leave
     /// has handed everything on or run out of time).
-    pub(crate) fn check_stop(&mut self) -> bool {
+    pub(crate) fn keep_running(&mut self) -> bool {
         let now = self.net.now();
         match self.stop.load(Ordering::SeqCst) {
             KILLED => return self.stopped(),
@@ -833,22 +829,38 @@ impl RunningNode {
     /// Binds a node for `cfg` and runs it on a new thread.
     pub fn spawn(cfg: &Config, seed: u64) -> io::Result<RunningNode> {
         let reactor = Reactor::bind(cfg, seed)?;
-        let mut node = RunningNode::shared(&reactor, std::sync::mpsc::channel().1);
+        let (api, p2p, id, stop) = RunningNode::names(&reactor);
         let thread = std::thread::Builder::new()
-            .name(format!("node-{}", node.p2p.port()))
+            .name(format!("node-{}", p2p.port()))
             .spawn(move || reactor.run())?;
-        node.exit = Exit::Thread(thread);
-        Ok(node)
+        Ok(RunningNode {
+            api,
+            p2p,
+            id,
+            stop,
+            exit: Exit::Thread(thread),
+        })
     }
 
+    /// A node run by a shared thread, which says on `exit` when it has dropped the node.
     fn shared(reactor: &Reactor, exit: std::sync::mpsc::Receiver<()>) -> RunningNode {
+        let (api, p2p, id, stop) = RunningNode::names(reactor);
         RunningNode {
-            api: reactor.api_addr(),
-            p2p: reactor.p2p_addr(),
-            id: reactor.node().me().id,
-            stop: reactor.stop_handle(),
+            api,
+            p2p,
+            id,
+            stop,
             exit: Exit::Shared(exit),
         }
+    }
+
+    fn names(reactor: &Reactor) -> (SocketAddr, SocketAddr, crate::id::Id, StopHandle) {
+        (
+            reactor.api_addr(),
+            reactor.p2p_addr(),
+            reactor.node().me().id,
+            reactor.stop_handle(),
+        )
     }
 
     /// Leaves the ring gracefully (values handed on) and waits until the node is gone.

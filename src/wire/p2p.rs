@@ -41,7 +41,7 @@ pub const LEAVE: u16 = 1061;
 pub const SUCCESSOR_HINT: u16 = 1062;
 /// Buckets a repair summary splits a key range into (by the key's top 6 bits).
 pub const SYNC_BUCKETS: usize = 64;
-/// The most keys one SYNC REPLY lists (it stays well under the smallest frame limit).
+/// The most keys one SYNC REPLY lists: 60,028 bytes in all, under the smallest frame limit (65,600).
 pub const SYNC_KEYS_MAX: usize = 1500;
 
 /// A node as other nodes know it: its ring id and advertised P2P address.

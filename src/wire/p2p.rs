@@ -240,8 +240,9 @@ impl PeerMsg {
         let peer_len = |p: &Peer| 32 + addr_len(&p.addr);
         match self {
             PeerMsg::StorageGet { .. } => 32,
-            PeerMsg::StoragePut { value, .. } => 4 + 1 + 8 + 32 + value.len(),
-            PeerMsg::StorageGetSuccess { value, .. } => 4 + 1 + 8 + 32 + value.len(),
+            PeerMsg::StoragePut { value, .. } | PeerMsg::StorageGetSuccess { value, .. } => {
+                4 + 1 + 8 + 32 + value.len()
+            }
             PeerMsg::StoragePutSuccess { .. } => 64,
             PeerMsg::StorageFailure { .. } => 33,
             PeerMsg::PeerFind { reply_to, .. } => 34 + addr_len(reply_to),
@@ -291,20 +292,15 @@ impl Frame {
         out.put_u64(self.request);
         match &self.msg {
             PeerMsg::StorageGet { key } => out.put_slice(&key.0),
+            // The same layout: a value with its time left, replication and version.
             PeerMsg::StoragePut {
                 ttl_ms,
                 replication,
                 version,
                 key,
                 value,
-            } => {
-                out.put_u32(*ttl_ms);
-                out.put_u8(*replication);
-                out.put_u64(*version);
-                out.put_slice(&key.0);
-                out.put_slice(value);
             }
-            PeerMsg::StorageGetSuccess {
+            | PeerMsg::StorageGetSuccess {
                 ttl_ms,
                 replication,
                 version,
@@ -455,36 +451,29 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
         STORAGE_GET => PeerMsg::StorageGet {
             key: take_id(&mut b).ok_or(bad.clone())?,
         },
-        STORAGE_PUT => {
+        STORAGE_PUT | STORAGE_GET_SUCCESS => {
             if b.len() < 4 + 1 + 8 + 32 + 1 {
                 return Err(bad);
             }
-            let ttl_ms = b.get_u32();
-            let replication = b.get_u8();
-            let version = b.get_u64();
+            let (ttl_ms, replication, version) = (b.get_u32(), b.get_u8(), b.get_u64());
             let key = take_id(&mut b).ok_or(bad.clone())?;
-            PeerMsg::StoragePut {
-                ttl_ms,
-                replication,
-                version,
-                key,
-                value: b.split().freeze(),
-            }
-        }
-        STORAGE_GET_SUCCESS => {
-            if b.len() < 4 + 1 + 8 + 32 + 1 {
-                return Err(bad);
-            }
-            let ttl_ms = b.get_u32();
-            let replication = b.get_u8();
-            let version = b.get_u64();
-            let key = take_id(&mut b).ok_or(bad.clone())?;
-            PeerMsg::StorageGetSuccess {
-                ttl_ms,
-                replication,
-                version,
-                key,
-                value: b.split().freeze(),
+            let value = b.split().freeze();
+            if msg_type == STORAGE_PUT {
+                PeerMsg::StoragePut {
+                    ttl_ms,
+                    replication,
+                    version,
+                    key,
+                    value,
+                }
+            } else {
+                PeerMsg::StorageGetSuccess {
+                    ttl_ms,
+                    replication,
+                    version,
+                    key,
+                    value,
+                }
             }
         }
         STORAGE_PUT_SUCCESS => {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use voidphone_dht::chord::{ClientId, Node, Outputs, Transmit, drain};
+use voidphone_dht::chord::{Collected, Node, Transmit, drain};
 use voidphone_dht::config::Config;
 use voidphone_dht::id::Id;
 use voidphone_dht::time::Time;
@@ -38,24 +38,6 @@ fn allocations() -> u64 {
     ALLOCATIONS.load(Ordering::Relaxed)
 }
 
-/// Collects outputs into buffers that are reused (cleared, never shrunk).
-#[derive(Default)]
-struct Collect {
-    transmits: Vec<Transmit>,
-    /// The batch being delivered (swapped with `transmits`, so neither is reallocated).
-    delivering: Vec<Transmit>,
-    replies: Vec<(ClientId, ApiReply)>,
-}
-
-impl Outputs for Collect {
-    fn transmit(&mut self, t: Transmit) {
-        self.transmits.push(t);
-    }
-    fn client_reply(&mut self, client: ClientId, reply: ApiReply) {
-        self.replies.push((client, reply));
-    }
-}
-
 const ROUNDS: u64 = 20_000;
 
 fn keys() -> Vec<Id> {
@@ -80,11 +62,11 @@ fn a_local_get_allocates_nothing() {
         Time(0),
     );
     let keys = keys();
-    let mut out = Collect::default();
+    let mut out = Collected::default();
     for k in &keys {
         node.handle_client_req(1, put(*k), Time(1));
     }
-    let get = |node: &mut Node, out: &mut Collect, i: u64| {
+    let get = |node: &mut Node, out: &mut Collected, i: u64| {
         node.handle_client_req(
             1,
             ApiRequest::Get {
@@ -110,8 +92,14 @@ fn a_local_get_allocates_nothing() {
     assert!(per_get < 0.05, "{per_get} allocations per local GET");
 }
 
-/// Hands every transmit to its addressee until nothing moves; returns the replies to clients.
-fn shuttle(nodes: &mut [(SocketAddr, Node)], out: &mut Collect, now: Time) {
+/// Hands every transmit to its addressee until nothing moves (client replies stay in `out`).
+/// `delivering` is swapped with `out.transmits`, so neither buffer is reallocated.
+fn shuttle(
+    nodes: &mut [(SocketAddr, Node)],
+    out: &mut Collected,
+    delivering: &mut Vec<Transmit>,
+    now: Time,
+) {
     loop {
         for (_, n) in nodes.iter_mut() {
             drain(n, out);
@@ -119,9 +107,8 @@ fn shuttle(nodes: &mut [(SocketAddr, Node)], out: &mut Collect, now: Time) {
         if out.transmits.is_empty() {
             return;
         }
-        let mut batch = std::mem::take(&mut out.delivering);
-        std::mem::swap(&mut batch, &mut out.transmits);
-        for t in batch.drain(..) {
+        std::mem::swap(delivering, &mut out.transmits);
+        for t in delivering.drain(..) {
             let sender = nodes
                 .iter()
                 .map(|(a, _)| *a)
@@ -131,7 +118,6 @@ fn shuttle(nodes: &mut [(SocketAddr, Node)], out: &mut Collect, now: Time) {
                 n.handle_peer_msg(sender, t.frame, now);
             }
         }
-        out.delivering = batch;
     }
 }
 
@@ -146,7 +132,8 @@ fn a_get_answered_by_another_node_allocates_about_nothing() {
     cfg.bootstrap = vec![a];
     let second = Node::new(cfg, b, 2, Time(0));
     let mut nodes = vec![(a, first), (b, second)];
-    let mut out = Collect::default();
+    let mut out = Collected::default();
+    let mut delivering = Vec::new();
     // Form the ring: timers and messages until both know each other both ways.
     let mut now = Time(0);
     for _ in 0..200 {
@@ -154,7 +141,7 @@ fn a_get_answered_by_another_node_allocates_about_nothing() {
         for (_, n) in nodes.iter_mut() {
             n.handle_timeout(now);
         }
-        shuttle(&mut nodes, &mut out, now);
+        shuttle(&mut nodes, &mut out, &mut delivering, now);
     }
     for (_, n) in &nodes {
         assert_eq!(n.successors().len(), 1, "two-node ring formed");
@@ -168,7 +155,7 @@ fn a_get_answered_by_another_node_allocates_about_nothing() {
     assert!(!theirs.is_empty());
     for k in &theirs {
         nodes[0].1.handle_client_req(1, put(*k), now);
-        shuttle(&mut nodes, &mut out, now);
+        shuttle(&mut nodes, &mut out, &mut delivering, now);
     }
     out.replies.clear();
     let mut get = |nodes: &mut Vec<(SocketAddr, Node)>, i: u64| {
@@ -176,7 +163,7 @@ fn a_get_answered_by_another_node_allocates_about_nothing() {
         nodes[0]
             .1
             .handle_client_req(1, ApiRequest::Get { key }, now);
-        shuttle(nodes, &mut out, now);
+        shuttle(nodes, &mut out, &mut delivering, now);
         assert!(matches!(
             out.replies.pop(),
             Some((1, ApiReply::Success { .. }))

@@ -104,6 +104,17 @@ fn a_one_second_ttl_expires() {
     });
 }
 
+/// Sends `requests`, closes the sending side, and reads until the node closes its side too.
+fn send_and_hang_up(node: &voidphone_dht::reactor::RunningNode, requests: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(node.api).unwrap();
+    s.write_all(requests).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answers = Vec::new();
+    s.read_to_end(&mut answers).unwrap();
+    answers
+}
+
 #[test]
 fn clients_that_send_and_hang_up_free_their_connection_slot_at_once() {
     // With room for two connections, a node that missed the end of stream behind a request (data
@@ -114,14 +125,7 @@ fn clients_that_send_and_hang_up_free_their_connection_slot_at_once() {
     let mut req = BytesMut::new();
     ApiRequest::Get { key: key(1) }.encode(&mut req);
     for _ in 0..20 {
-        let mut s = TcpStream::connect(node.api).unwrap();
-        s.write_all(&req).unwrap();
-        s.shutdown(std::net::Shutdown::Write).unwrap();
-        // The node answers and then closes its side too.
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut answer = Vec::new();
-        s.read_to_end(&mut answer).unwrap();
-        assert!(!answer.is_empty());
+        assert!(!send_and_hang_up(&node, &req).is_empty());
     }
     let mut c = client(&node);
     assert_eq!(c.get(key(1)).unwrap(), None);
@@ -138,13 +142,7 @@ fn a_client_that_hangs_up_behind_many_requests_gets_every_answer() {
     for _ in 0..3000 {
         ApiRequest::Get { key: key(1) }.encode(&mut reqs);
     }
-    let mut s = TcpStream::connect(node.api).unwrap();
-    s.write_all(&reqs).unwrap();
-    s.shutdown(std::net::Shutdown::Write).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut answers = Vec::new();
-    s.read_to_end(&mut answers).unwrap();
-    let mut buf = BytesMut::from(&answers[..]);
+    let mut buf = BytesMut::from(&send_and_hang_up(&node, &reqs)[..]);
     let mut found = 0;
     while let Some(reply) = voidphone_dht::wire::api::decode_reply(&mut buf).unwrap() {
         assert!(matches!(reply, ApiReply::Success { .. }));

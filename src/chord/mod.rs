@@ -671,6 +671,22 @@ pub trait Outputs {
     fn client_reply(&mut self, client: ClientId, reply: ApiReply);
 }
 
+/// Outputs kept in two lists, for drivers that deliver them later (the simulator, tests).
+#[derive(Default)]
+pub struct Collected {
+    pub transmits: Vec<Transmit>,
+    pub replies: Vec<(ClientId, ApiReply)>,
+}
+
+impl Outputs for Collected {
+    fn transmit(&mut self, t: Transmit) {
+        self.transmits.push(t);
+    }
+    fn client_reply(&mut self, client: ClientId, reply: ApiReply) {
+        self.replies.push((client, reply));
+    }
+}
+
 /// Drains every output of `node` into `out` and returns when to call `handle_timeout` next. Call it
 /// after every `handle_*`.
 pub fn drive(node: &mut Node, out: &mut impl Outputs) -> Option<Time> {

@@ -4,7 +4,7 @@
 
 pub mod oracle;
 
-use crate::chord::{self, ClientId, Node, Outputs, Transmit};
+use crate::chord::{self, ClientId, Collected, Node, Transmit};
 use crate::config::NodeConfig;
 use crate::id::{Id, Key};
 use crate::time::{Prng, Time};
@@ -486,21 +486,6 @@ impl Sim {
 
     pub fn node(&self, addr: SocketAddr) -> &Node {
         &self.nodes[&addr].node
-    }
-}
-
-#[derive(Default)]
-struct Collected {
-    transmits: Vec<Transmit>,
-    replies: Vec<(ClientId, ApiReply)>,
-}
-
-impl Outputs for Collected {
-    fn transmit(&mut self, t: Transmit) {
-        self.transmits.push(t);
-    }
-    fn client_reply(&mut self, client: ClientId, reply: ApiReply) {
-        self.replies.push((client, reply));
     }
 }
 

@@ -4,8 +4,9 @@ use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use voidphone_dht::id::Id;
+use voidphone_dht::msg::{Frame, PeerMsg};
 use voidphone_dht::wire::api::{self, ApiReply, ApiRequest};
-use voidphone_dht::wire::p2p::{self, Frame, PeerMsg};
+use voidphone_dht::wire::p2p;
 
 fn codecs(c: &mut Criterion) {
     let mut g = c.benchmark_group("codec");

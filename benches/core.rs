@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-use voidphone_dht::chord::{ClientId, Node, Outputs, Transmit, drive};
+use voidphone_dht::chord::{ClientId, Input, Node, Outputs, Transmit, drive};
 use voidphone_dht::config::Config;
 use voidphone_dht::id::Id;
 use voidphone_dht::time::Time;
@@ -33,13 +33,15 @@ fn core(c: &mut Criterion) {
     let keys: Vec<Id> = (0..10_000u32).map(|i| Id::hash(&i.to_be_bytes())).collect();
     let value = Bytes::from(vec![0x5a; 100]);
     for k in &keys {
-        node.handle_client_req(
-            1,
-            ApiRequest::Put {
-                ttl_s: 3600,
-                replication: 1,
-                key: *k,
-                value: value.clone(),
+        node.handle_input(
+            Input::ClientRequest {
+                client: 1,
+                req: ApiRequest::Put {
+                    ttl_s: 3600,
+                    replication: 1,
+                    key: *k,
+                    value: value.clone(),
+                },
             },
             Time(1),
         );
@@ -52,7 +54,13 @@ fn core(c: &mut Criterion) {
     g.bench_function("client_get_local_hit", |b| {
         b.iter(|| {
             i = (i + 1) % keys.len();
-            node.handle_client_req(1, ApiRequest::Get { key: keys[i] }, Time(2));
+            node.handle_input(
+                Input::ClientRequest {
+                    client: 1,
+                    req: ApiRequest::Get { key: keys[i] },
+                },
+                Time(2),
+            );
             black_box(drive(&mut node, &mut out));
         })
     });
@@ -65,7 +73,7 @@ fn core(c: &mut Criterion) {
                 key: keys[i],
                 value: value.clone(),
             };
-            node.handle_client_req(1, req, Time(2));
+            node.handle_input(Input::ClientRequest { client: 1, req }, Time(2));
             black_box(drive(&mut node, &mut out));
         })
     });
@@ -75,8 +83,8 @@ fn core(c: &mut Criterion) {
 /// One routing step: a node of a converged 64-node simulated ring handles a PEER FIND for a random
 /// target (answer or forward) and drains its outputs.
 fn routing_step(c: &mut Criterion) {
+    use voidphone_dht::msg::{Frame, PeerMsg};
     use voidphone_dht::sim::{NetConfig, Sim};
-    use voidphone_dht::wire::p2p::{Frame, PeerMsg};
     let mut sim = Sim::new(3, Sim::default_node_config(), NetConfig::default());
     sim.check_every_event = false;
     sim.grow(64, 2_000);
@@ -100,7 +108,13 @@ fn routing_step(c: &mut Criterion) {
                 last_hop: false,
                 reply_to: asker,
             };
-            node.handle_peer_msg(asker, Frame::new(i as u64, msg), now);
+            node.handle_input(
+                Input::PeerFrame {
+                    from: asker,
+                    frame: Frame::new(i as u64, msg),
+                },
+                now,
+            );
             black_box(drive(node, &mut out));
         })
     });

@@ -2,8 +2,9 @@
 //! behind `ring`. Not used by the node itself.
 
 use crate::id::{Id, Key};
+use crate::msg::{Frame, PeerMsg};
 use crate::wire::api::{self, ApiReply, ApiRequest};
-use crate::wire::p2p::{self, Frame, PeerMsg};
+use crate::wire::p2p;
 use bytes::{Bytes, BytesMut};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -93,7 +94,7 @@ impl ApiClient {
     }
 }
 
-pub use crate::wire::p2p::NodeInfo;
+pub use crate::msg::NodeInfo;
 
 /// Asks the node at `addr` (its P2P port) for its INFO.
 pub fn node_info(addr: SocketAddr, timeout: Duration) -> io::Result<NodeInfo> {

@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod id;
 pub mod load;
+pub mod msg;
 pub mod reactor;
 pub mod sim;
 pub mod storage;

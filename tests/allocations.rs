@@ -7,7 +7,7 @@ use bytes::Bytes;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use voidphone_dht::chord::{Collected, Node, Transmit, drain};
+use voidphone_dht::chord::{Collected, Input, Node, Transmit, drain};
 use voidphone_dht::config::Config;
 use voidphone_dht::id::Id;
 use voidphone_dht::time::Time;
@@ -64,13 +64,21 @@ fn a_local_get_allocates_nothing() {
     let keys = keys();
     let mut out = Collected::default();
     for k in &keys {
-        node.handle_client_req(1, put(*k), Time(1));
+        node.handle_input(
+            Input::ClientRequest {
+                client: 1,
+                req: put(*k),
+            },
+            Time(1),
+        );
     }
     let get = |node: &mut Node, out: &mut Collected, i: u64| {
-        node.handle_client_req(
-            1,
-            ApiRequest::Get {
-                key: keys[i as usize % keys.len()],
+        node.handle_input(
+            Input::ClientRequest {
+                client: 1,
+                req: ApiRequest::Get {
+                    key: keys[i as usize % keys.len()],
+                },
             },
             Time(2),
         );
@@ -115,7 +123,13 @@ fn shuttle(
                 .find(|a| *a != t.to)
                 .expect("two nodes");
             if let Some((_, n)) = nodes.iter_mut().find(|(a, _)| *a == t.to) {
-                n.handle_peer_msg(sender, t.frame, now);
+                n.handle_input(
+                    Input::PeerFrame {
+                        from: sender,
+                        frame: t.frame,
+                    },
+                    now,
+                );
             }
         }
     }
@@ -139,7 +153,7 @@ fn a_get_answered_by_another_node_allocates_about_nothing() {
     for _ in 0..200 {
         now = now + 50;
         for (_, n) in nodes.iter_mut() {
-            n.handle_timeout(now);
+            n.handle_input(Input::Timeout, now);
         }
         shuttle(&mut nodes, &mut out, &mut delivering, now);
     }
@@ -154,15 +168,25 @@ fn a_get_answered_by_another_node_allocates_about_nothing() {
         .collect();
     assert!(!theirs.is_empty());
     for k in &theirs {
-        nodes[0].1.handle_client_req(1, put(*k), now);
+        nodes[0].1.handle_input(
+            Input::ClientRequest {
+                client: 1,
+                req: put(*k),
+            },
+            now,
+        );
         shuttle(&mut nodes, &mut out, &mut delivering, now);
     }
     out.replies.clear();
     let mut get = |nodes: &mut Vec<(SocketAddr, Node)>, i: u64| {
         let key = theirs[i as usize % theirs.len()];
-        nodes[0]
-            .1
-            .handle_client_req(1, ApiRequest::Get { key }, now);
+        nodes[0].1.handle_input(
+            Input::ClientRequest {
+                client: 1,
+                req: ApiRequest::Get { key },
+            },
+            now,
+        );
         shuttle(nodes, &mut out, &mut delivering, now);
         assert!(matches!(
             out.replies.pop(),

@@ -6,9 +6,9 @@
 use bytes::Bytes;
 use std::net::SocketAddr;
 use voidphone_dht::id::{Id, Key};
+use voidphone_dht::msg::{COPY_FLAG, Frame, PeerMsg};
 use voidphone_dht::sim::{NetConfig, Sim, seed_from_env};
 use voidphone_dht::wire::api::{ApiReply, ApiRequest};
-use voidphone_dht::wire::p2p::{COPY_FLAG, Frame, PeerMsg};
 
 fn ring(seed: u64, n: usize) -> Sim {
     let mut sim = Sim::new(seed, Sim::default_node_config(), NetConfig::default());

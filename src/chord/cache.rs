@@ -3,7 +3,7 @@
 //! wrong guess costs one round trip: the node answers "not responsible", and a real lookup follows.
 
 use crate::id::{Id, Key};
-use crate::wire::p2p::Peer;
+use crate::msg::Peer;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
@@ -46,6 +46,11 @@ impl PeerCache {
             self.by_id.remove(&id);
             self.order.retain(|i| *i != id);
         }
+    }
+
+    /// Every cached node, in id order.
+    pub fn peers(&self) -> impl Iterator<Item = Peer> + '_ {
+        self.by_id.values().copied()
     }
 
     /// The first cached node clockwise after `id` (not `id` itself).

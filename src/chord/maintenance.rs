@@ -1,322 +1,758 @@
-//! Ring maintenance as Zave corrected it (../shared/CHORD.md): join through a bootstrap peer,
-//! stabilize (and its second step), notify/rectify, fix fingers, check predecessor.
+//! Ring maintenance as Zave corrected it (../shared/CHORD.md). Owns joining (contacts and backoff),
+//! stabilize and its second step, notify/rectify, successor hints, finger refresh, predecessor
+//! checks, a neighbour's leave, and the requests these send. It alone writes the ring view
+//! (`ctx.ring`, `ctx.joined`); a new predecessor is published as a [`RingEvent`].
+//!
 //! Every new successor or predecessor has answered us (or spoken to us) before it is adopted.
+//! Failures cannot multiply traffic: the messages maintenance originates beyond each round's own
+//! request spend a per-round budget ([`SENDS_PER_ROUND`]), a node already being probed is not probed
+//! twice, a failed probe of a hinted node ends nothing, and at most [`REQUESTS_MAX`] requests are
+//! outstanding.
 
-use super::{Node, Pending, Periodic, Purpose, RpcKind};
+use super::context::{Ctx, Part, Requests, RingEvent};
+use super::ring::FINGERS;
+use super::routing;
+use super::timers::Periodic;
 use crate::id::{Id, in_half_open, in_open};
-use crate::wire::p2p::{Peer, PeerMsg};
+use crate::msg::{Peer, PeerMsg};
+use crate::time::Time;
 use std::net::SocketAddr;
 
-impl Node {
-    /// Join: look up our own id through a bootstrap peer; the responsible node answers with itself
-    /// and its successors, which become our successor list (Zave's join, in one recursive lookup).
-    /// Also re-joins a node that lost every successor (a ring of one that used to be more).
-    pub(super) fn join(&mut self) {
-        let alone = self.joined && self.ring.succs().is_empty();
-        if (self.joined && !alone) || self.contacts.is_empty() {
-            return;
+/// Messages maintenance may originate per stabilize round beyond the round's own PREDECESSOR GET:
+/// probes of closer successors, the notify, rectify pings. Hints are not counted: each answers a
+/// notify (two at most per notify received).
+pub const SENDS_PER_ROUND: u32 = 16;
+/// Maintenance requests outstanding at once.
+pub const REQUESTS_MAX: usize = 32;
+/// Failed requests to our last successor, with nobody else known, before we believe it dead.
+const LAST_RESORT_CHANCES: u32 = 3;
+/// Peers remembered to re-join through.
+const CONTACTS_MAX: usize = 16;
+/// How much more often stabilize runs while our successor or predecessor keeps changing.
+const UNSETTLED_SPEEDUP: u64 = 8;
+/// The longest pause between join attempts once every known peer has failed.
+const JOIN_BACKOFF_MAX_MS: u64 = 60_000;
+
+/// What a maintenance request waits for.
+#[derive(Debug)]
+enum Rpc {
+    /// PEER FIND for our own id through a contact.
+    Join,
+    /// PEER FIND for `me + 2^i`.
+    Finger(usize),
+    /// PREDECESSOR GET to the first successor.
+    Stabilize,
+    /// PREDECESSOR GET to a node that may lie between us and our successor.
+    Candidate { candidate: Peer, origin: Origin },
+    /// PREDECESSOR GET to the notifier a lone node may take as successor.
+    Adopt { candidate: Peer },
+    /// PING to the predecessor (periodic).
+    CheckPredecessor,
+    /// PING to the predecessor before a notifier that loses to it is told so (Zave's rectify).
+    Rectify,
+}
+
+/// Why a candidate successor is probed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// Stabilize's second step: if it fails, the round ends with its notify.
+    Round,
+    /// A hint, a notifier or a cached node: if it fails, nothing follows.
+    Hint,
+}
+
+pub(super) struct Maintenance {
+    requests: Requests<Rpc>,
+    /// Peers to (re-)join through: the bootstrap list, then successors lost while alone.
+    contacts: Vec<SocketAddr>,
+    /// Which join candidate the next attempt uses.
+    join_next: usize,
+    /// Join attempts that failed since the last success (for the backoff).
+    join_failures: u32,
+    join_stuck_logged: bool,
+    last_resort_failures: u32,
+    /// Successor and predecessor at the last stabilize round: while they keep changing (a ring
+    /// forming or healing) rounds come `UNSETTLED_SPEEDUP` times as often.
+    pointers_at_stabilize: (Option<Id>, Option<Id>),
+    /// The next finger fix_fingers refreshes.
+    finger_next: usize,
+    /// What is left of this round's [`SENDS_PER_ROUND`].
+    sends_left: u32,
+    /// When the predecessor last spoke to us (notify, pong, adoption).
+    pred_heard: Time,
+    /// A notifier that lost to our predecessor while we check that the predecessor lives.
+    rectify_waiting: Option<Peer>,
+}
+
+impl Maintenance {
+    /// Starts a ring alone when `bootstrap` is empty, else joins through it at once.
+    pub fn new(ctx: &mut Ctx, bootstrap: Vec<SocketAddr>) -> Maintenance {
+        ctx.joined = bootstrap.is_empty();
+        if !ctx.joined {
+            ctx.timers.set(Periodic::Join, ctx.now);
         }
-        let via = self.contacts[self.bootstrap_next % self.contacts.len()];
-        self.bootstrap_next += 1;
-        log::debug!("[{}] joining through {}", self.short(), via);
-        let me = self.ring.me;
-        let msg = PeerMsg::PeerFind {
-            target: me.id,
-            hops: 0,
-            last_hop: false,
-            reply_to: me.addr,
-        };
-        let what = Pending::Lookup {
-            target: me.id,
-            purpose: Purpose::Join,
-        };
-        self.request(via, msg, what, self.cfg.request_timeout_ms);
+        ctx.schedule(Periodic::Stabilize, ctx.cfg.stabilize_interval_ms);
+        ctx.schedule(Periodic::FixFingers, ctx.cfg.fix_fingers_interval_ms);
+        ctx.schedule(
+            Periodic::CheckPredecessor,
+            ctx.cfg.check_predecessor_interval_ms,
+        );
+        Maintenance {
+            requests: Requests::new(Part::Maintenance, REQUESTS_MAX),
+            contacts: bootstrap,
+            join_next: 0,
+            join_failures: 0,
+            join_stuck_logged: false,
+            last_resort_failures: 0,
+            pointers_at_stabilize: (None, None),
+            finger_next: 0,
+            sends_left: SENDS_PER_ROUND,
+            pred_heard: ctx.now,
+            rectify_waiting: None,
+        }
     }
 
-    pub(super) fn joined_via(&mut self, nodes: Vec<Peer>) {
-        if self.joined && !self.ring.succs().is_empty() {
+    pub fn requests_len(&self) -> usize {
+        self.requests.len()
+    }
+
+    // ----- timers -----
+
+    pub fn on_timer(&mut self, ctx: &mut Ctx, timer: Periodic) {
+        match timer {
+            Periodic::Join => self.join(ctx),
+            Periodic::Stabilize => {
+                self.sends_left = SENDS_PER_ROUND;
+                self.stabilize(ctx);
+                self.schedule_stabilize(ctx);
+            }
+            Periodic::FixFingers => {
+                self.fix_fingers(ctx);
+                ctx.schedule(Periodic::FixFingers, ctx.cfg.fix_fingers_interval_ms);
+            }
+            Periodic::CheckPredecessor => {
+                self.check_predecessor(ctx);
+                let base = ctx.cfg.check_predecessor_interval_ms;
+                ctx.schedule(Periodic::CheckPredecessor, base);
+            }
+            Periodic::Repair => unreachable!("repair's timer"),
+        }
+    }
+
+    fn schedule_stabilize(&mut self, ctx: &mut Ctx) {
+        let now = (
+            ctx.ring.succs().first().map(|p| p.id),
+            ctx.ring.pred.map(|p| p.id),
+        );
+        let settled = std::mem::replace(&mut self.pointers_at_stabilize, now) == now;
+        let base = if settled {
+            ctx.cfg.stabilize_interval_ms
+        } else {
+            ctx.cfg.stabilize_interval_ms / UNSETTLED_SPEEDUP
+        };
+        ctx.schedule(Periodic::Stabilize, base);
+    }
+
+    /// Spends one message of the round's budget; false when it is spent.
+    fn spend(&mut self, ctx: &mut Ctx) -> bool {
+        if self.sends_left == 0 {
+            ctx.stats.maintenance_suppressed += 1;
+            return false;
+        }
+        self.sends_left -= 1;
+        true
+    }
+
+    // ----- join -----
+
+    /// Join: look up our own id through a contact; the responsible node answers with itself and its
+    /// successors, which become our successor list (Zave's join, in one recursive lookup). Also
+    /// re-joins a node that lost every successor. Contacts are tried in turn, then every node we
+    /// have heard of.
+    fn join(&mut self, ctx: &mut Ctx) {
+        let alone = ctx.joined && ctx.ring.succs().is_empty();
+        if ctx.joined && !alone {
             return;
         }
-        self.ring.set_succs(nodes);
-        if self.ring.succs().is_empty() {
-            self.schedule(Periodic::Join);
+        let candidates = self.join_candidates(ctx);
+        if candidates.is_empty() {
             return;
         }
-        self.joined = true;
+        let via = candidates[self.join_next % candidates.len()];
+        self.join_next += 1;
+        log::debug!("[{}] joining through {}", ctx.short(), via);
+        let me = ctx.me().id;
+        if !routing::find_via(ctx, &mut self.requests, via, me, Rpc::Join) {
+            self.schedule_join(ctx, candidates.len());
+        }
+    }
+
+    /// The contacts, then the other nodes we know of (never us).
+    fn join_candidates(&self, ctx: &Ctx) -> Vec<SocketAddr> {
+        let me = ctx.me().addr;
+        let mut all = self.contacts.clone();
+        for p in ctx.cache.peers() {
+            if p.addr != me && !all.contains(&p.addr) {
+                all.push(p.addr);
+            }
+        }
+        all
+    }
+
+    fn join_failed(&mut self, ctx: &mut Ctx) {
+        self.join_failures += 1;
+        let candidates = self.join_candidates(ctx).len().max(1);
+        if self.join_failures as usize >= candidates && !self.join_stuck_logged {
+            self.join_stuck_logged = true;
+            log::warn!(
+                "[{}] cannot join: none of the {} peers known answered; retrying with backoff",
+                ctx.short(),
+                candidates
+            );
+        }
+        self.schedule_join(ctx, candidates);
+    }
+
+    /// The next attempt: at once through the next candidate, backing off after each full pass.
+    fn schedule_join(&mut self, ctx: &mut Ctx, candidates: usize) {
+        let passes = self.join_failures as usize / candidates.max(1);
+        let wait = (ctx.cfg.request_timeout_ms << passes.min(16)).min(JOIN_BACKOFF_MAX_MS);
+        ctx.schedule(Periodic::Join, wait);
+    }
+
+    fn joined_via(&mut self, ctx: &mut Ctx, nodes: Vec<Peer>) {
+        if ctx.joined && !ctx.ring.succs().is_empty() {
+            return;
+        }
+        ctx.ring.set_succs(nodes);
+        if ctx.ring.succs().is_empty() {
+            return self.join_failed(ctx);
+        }
+        ctx.joined = true;
+        self.join_failures = 0;
+        self.join_stuck_logged = false;
         log::info!(
             "[{}] joined the ring; successor {}",
-            self.short(),
-            self.ring.successor().addr
+            ctx.short(),
+            ctx.ring.successor().addr
         );
-        self.stabilize();
+        self.stabilize(ctx);
     }
+
+    // ----- stabilize -----
 
     /// Zave's stabilize: ask the first successor for its predecessor and successor list.
-    pub(super) fn stabilize(&mut self) {
-        if !self.joined {
+    fn stabilize(&mut self, ctx: &mut Ctx) {
+        if !ctx.joined {
             return;
         }
-        if self.ring.succs().is_empty() {
+        let Some(s) = ctx.ring.succs().first().copied() else {
             // Alone: a node that notified us is our successor too, once it answers.
-            if let Some(p) = self.ring.pred {
-                self.request(
-                    p.addr,
-                    PeerMsg::PredecessorGet,
-                    rpc(p, RpcKind::Adopt { candidate: p }),
-                    self.cfg.request_timeout_ms,
-                );
-            }
-            return;
-        }
-        let s = self.ring.successor();
-        self.request(
-            s.addr,
-            PeerMsg::PredecessorGet,
-            rpc(s, RpcKind::Stabilize),
-            self.cfg.request_timeout_ms,
-        );
-        // A node we know of that lies closer than our successor (while a ring forms): probe it too
-        // rather than walking back one predecessor pointer per round trip.
-        let closer = self.closest_after(&self.ring.me.id, s);
-        if closer.id != s.id {
-            self.on_successor_hint(closer);
-        }
-    }
-
-    /// Answers to the maintenance requests.
-    pub(super) fn maintenance_reply(&mut self, from: SocketAddr, kind: RpcKind, msg: PeerMsg) {
-        if let PeerMsg::PredecessorReply { pred, succs } = &msg {
-            for p in pred.iter().chain(succs) {
-                self.cache.learn(*p);
-            }
-        }
-        let PeerMsg::PredecessorReply { pred, succs } = msg else {
-            if !matches!((&kind, &msg), (RpcKind::CheckPredecessor, PeerMsg::Pong)) {
-                self.unexpected(from, msg, Pending::Rpc { peer: from, kind });
+            if let Some(p) = ctx.ring.pred {
+                let what = Rpc::Adopt { candidate: p };
+                self.requests
+                    .send(ctx, p.addr, PeerMsg::PredecessorGet, what);
             }
             return;
         };
-        match kind {
-            RpcKind::Stabilize => {
-                let s = self.ring.successor();
-                if s.addr != from {
-                    return; // the list changed meanwhile; the next round asks the new successor
-                }
-                self.ring.set_succs(std::iter::once(s).chain(succs));
-                self.stabilize_step(s, pred);
-            }
-            RpcKind::StabilizeCandidate { candidate } | RpcKind::Adopt { candidate } => {
-                // A closer successor may have answered meanwhile (hints race with stabilize).
-                let me = self.ring.me.id;
-                if let Some(s) = self.ring.succs().first()
-                    && !in_open(&candidate.id, &me, &s.id)
-                {
-                    return;
-                }
-                // Only now that it answered does the candidate become our successor.
-                let rest: Vec<Peer> = self.ring.succs().to_vec();
-                self.ring
-                    .set_succs(std::iter::once(candidate).chain(succs).chain(rest));
-                self.stabilize_step(candidate, pred);
-            }
-            other => self.unexpected(
-                from,
-                PeerMsg::PredecessorReply { pred, succs },
-                Pending::Rpc {
-                    peer: from,
-                    kind: other,
-                },
-            ),
+        self.requests
+            .send(ctx, s.addr, PeerMsg::PredecessorGet, Rpc::Stabilize);
+        // A node we know of that lies closer than our successor (while a ring forms): probe it too
+        // rather than walking back one predecessor pointer per round trip.
+        let closer = closest_after(ctx, &ctx.ring.me.id, s);
+        if closer.id != s.id {
+            self.probe_if_closer(ctx, closer, Origin::Hint);
         }
     }
 
     /// Stabilize's second step, repeated to a fixpoint within one round (as Zave's join walks to the
     /// best predecessor): while the successor's predecessor `pred` lies between us and it, ask that
     /// node, which becomes our successor once it answers. Ends by notifying the successor.
-    fn stabilize_step(&mut self, succ: Peer, pred: Option<Peer>) {
+    fn stabilize_step(&mut self, ctx: &mut Ctx, succ: Peer, pred: Option<Peer>) {
         match pred {
-            Some(p) if in_open(&p.id, &self.ring.me.id, &succ.id) => {
-                let what = rpc(p, RpcKind::StabilizeCandidate { candidate: p });
-                self.request(
-                    p.addr,
-                    PeerMsg::PredecessorGet,
-                    what,
-                    self.cfg.request_timeout_ms,
-                );
+            Some(p) if in_open(&p.id, &ctx.ring.me.id, &succ.id) => {
+                self.probe(ctx, p, Origin::Round);
             }
-            _ => self.notify_successor(),
+            _ => self.notify_successor(ctx),
         }
     }
 
     /// Chord's notify, our PREDECESSOR SET: "I may be your predecessor".
-    pub(super) fn notify_successor(&mut self) {
-        if let Some(s) = self.ring.succs().first().copied() {
-            self.send(s.addr, 0, PeerMsg::PredecessorSet { node: self.ring.me });
+    fn notify_successor(&mut self, ctx: &mut Ctx) {
+        if let Some(s) = ctx.ring.succs().first().copied()
+            && self.spend(ctx)
+        {
+            let msg = PeerMsg::PredecessorSet { node: ctx.ring.me };
+            ctx.send(s.addr, 0, msg);
         }
     }
 
-    /// Rectify: adopt the notifier when we have no predecessor or it lies between the old one and us.
-    /// It just spoke to us, so it is alive. The values it is now responsible for are handed to it.
-    /// Either way one side learns of a closer successor at once (SUCCESSOR HINT) rather than at its
-    /// next stabilize round: concurrent joins then settle in round trips, not rounds.
-    pub(super) fn on_notify(&mut self, node: Peer) {
-        self.cache.learn(node);
-        let me = self.ring.me.id;
+    /// Probes `node` as a successor when it would be a closer one; it becomes one only once it
+    /// answers (and stabilize's second step walks on from there, then notifies it).
+    fn probe_if_closer(&mut self, ctx: &mut Ctx, node: Peer, origin: Origin) {
+        let me = ctx.ring.me.id;
+        let closer = match ctx.ring.succs().first() {
+            Some(s) => in_open(&node.id, &me, &s.id),
+            None => node.id != me,
+        };
+        if ctx.joined && !ctx.leaving && closer {
+            ctx.cache.learn(node);
+            self.probe(ctx, node, origin);
+        }
+    }
+
+    /// PREDECESSOR GET to a candidate successor, unless it is being probed already or the round's
+    /// budget is spent (a round's own step then ends with the notify).
+    fn probe(&mut self, ctx: &mut Ctx, node: Peer, origin: Origin) {
+        let probing = self.requests.iter().any(|(what, _)| {
+            matches!(what, Rpc::Candidate { candidate, .. } | Rpc::Adopt { candidate }
+                if candidate.addr == node.addr)
+        });
+        if probing {
+            return;
+        }
+        if !self.spend(ctx) {
+            if origin == Origin::Round {
+                self.notify_successor(ctx);
+            }
+            return;
+        }
+        let what = Rpc::Candidate {
+            candidate: node,
+            origin,
+        };
+        self.requests
+            .send(ctx, node.addr, PeerMsg::PredecessorGet, what);
+    }
+
+    /// A PREDECESSOR REPLY to stabilize: the successor's list becomes ours, then the second step.
+    fn successor_answered(
+        &mut self,
+        ctx: &mut Ctx,
+        from: SocketAddr,
+        reply: (Option<Peer>, Vec<Peer>),
+    ) {
+        let s = ctx.ring.successor();
+        if s.addr != from {
+            return; // the list changed meanwhile; the next round asks the new successor
+        }
+        let (pred, succs) = reply;
+        ctx.ring.set_succs(std::iter::once(s).chain(succs));
+        self.stabilize_step(ctx, s, pred);
+    }
+
+    /// A candidate answered: only now does it become our successor, unless a closer one answered
+    /// meanwhile (hints race with stabilize).
+    fn candidate_answered(
+        &mut self,
+        ctx: &mut Ctx,
+        candidate: Peer,
+        reply: (Option<Peer>, Vec<Peer>),
+    ) {
+        let me = ctx.ring.me.id;
+        if let Some(s) = ctx.ring.succs().first()
+            && !in_open(&candidate.id, &me, &s.id)
+        {
+            return;
+        }
+        let (pred, succs) = reply;
+        let rest: Vec<Peer> = ctx.ring.succs().to_vec();
+        ctx.ring
+            .set_succs(std::iter::once(candidate).chain(succs).chain(rest));
+        self.stabilize_step(ctx, candidate, pred);
+    }
+
+    // ----- notify, rectify, hints -----
+
+    /// PREDECESSOR GET from a peer: our predecessor and successor list.
+    pub fn on_predecessor_get(&mut self, ctx: &mut Ctx, from: SocketAddr, request: u64) {
+        let msg = PeerMsg::PredecessorReply {
+            pred: ctx.ring.pred,
+            succs: ctx.ring.succs().to_vec(),
+        };
+        ctx.send(from, request, msg);
+    }
+
+    /// Rectify: adopt the notifier when we have no predecessor or it lies between the old one and
+    /// us (it just spoke to us, so it is alive). A notifier that loses to our predecessor is told of
+    /// it (SUCCESSOR HINT), once we know that predecessor lives (Zave pings it first). Either way one
+    /// side learns of a closer successor at once rather than at its next stabilize round.
+    pub fn on_notify(&mut self, ctx: &mut Ctx, node: Peer) {
+        ctx.cache.learn(node);
+        let me = ctx.ring.me.id;
         if node.id == me {
             return;
         }
         // While a ring forms the notifier may also lie just after us (its successor pointer
         // overshoots): then it is a closer successor too.
-        self.on_successor_hint(node);
-        let closer = match self.ring.pred {
-            None => true,
-            Some(p) => p.id != node.id && in_open(&node.id, &p.id, &me),
-        };
-        if !closer {
-            // Our predecessor lies between the notifier and us: it, or a node we know closer still,
-            // is the notifier's successor.
-            if let Some(p) = self.ring.pred.filter(|p| p.id != node.id) {
-                self.hint(node, p);
-            }
-            return;
+        self.probe_if_closer(ctx, node, Origin::Hint);
+        match ctx.ring.pred {
+            Some(p) if p.id == node.id => self.pred_heard = ctx.now,
+            Some(p) if !in_open(&node.id, &p.id, &me) => self.notifier_lost(ctx, node, p),
+            _ => self.adopt_predecessor(ctx, node),
         }
-        let old = self.ring.pred;
+    }
+
+    /// Our predecessor `pred` lies between the notifier and us: it, or a node we know closer still,
+    /// is the notifier's successor, if it lives.
+    fn notifier_lost(&mut self, ctx: &mut Ctx, node: Peer, pred: Peer) {
+        let fresh = ctx.now.ms_since(self.pred_heard) <= 2 * ctx.cfg.stabilize_interval_ms;
+        if fresh {
+            return self.hint(ctx, node, pred);
+        }
+        self.rectify_waiting = Some(node);
+        let checking = self
+            .requests
+            .iter()
+            .any(|(what, _)| matches!(what, Rpc::Rectify));
+        if !checking && self.spend(ctx) {
+            self.requests
+                .send(ctx, pred.addr, PeerMsg::Ping, Rpc::Rectify);
+        }
+    }
+
+    /// The predecessor answered the rectify ping: tell the waiting notifier of it.
+    fn rectify_answered(&mut self, ctx: &mut Ctx, from: SocketAddr) {
+        let Some(pred) = ctx.ring.pred.filter(|p| p.addr == from) else {
+            return;
+        };
+        self.pred_heard = ctx.now;
+        if let Some(node) = self.rectify_waiting.take()
+            && node.id != pred.id
+        {
+            self.hint(ctx, node, pred);
+        }
+    }
+
+    fn adopt_predecessor(&mut self, ctx: &mut Ctx, node: Peer) {
+        let old = ctx.ring.pred;
         log::info!(
             "[{}] predecessor is now {} ({})",
-            self.short(),
+            ctx.short(),
             node.id.short(),
             node.addr
         );
-        self.ring.pred = Some(node);
-        self.hand_off(old.map_or(me, |p| p.id), node);
+        ctx.ring.pred = Some(node);
+        self.pred_heard = ctx.now;
+        ctx.publish(RingEvent::NewPredecessor { old, new: node });
         // The old predecessor's successor is the notifier now (or a node we know closer still).
         if let Some(p) = old {
-            self.hint(p, node);
+            self.hint(ctx, p, node);
         }
     }
 
     /// Tells `to` of `live` (which just spoke to us) as its closer successor, and of a node from our
     /// cache closer still, if we know one (it may be gone: the live one is named too).
-    fn hint(&mut self, to: Peer, live: Peer) {
-        self.send(to.addr, 0, PeerMsg::SuccessorHint { node: live });
-        let closer = self.closest_after(&to.id, live);
+    fn hint(&mut self, ctx: &mut Ctx, to: Peer, live: Peer) {
+        ctx.send(to.addr, 0, PeerMsg::SuccessorHint { node: live });
+        let closer = closest_after(ctx, &to.id, live);
         if closer.id != live.id {
-            self.send(to.addr, 0, PeerMsg::SuccessorHint { node: closer });
+            ctx.send(to.addr, 0, PeerMsg::SuccessorHint { node: closer });
         }
     }
 
-    /// The node we know that follows `id` most closely, if it comes before `bound`; else `bound`.
-    /// While a ring forms, the node everyone notifies knows them all: one hint then suffices
-    /// where walking predecessor pointers would take a round trip per node.
-    fn closest_after(&self, id: &Id, bound: Peer) -> Peer {
-        self.cache
-            .first_after(id)
-            .filter(|c| in_open(&c.id, id, &bound.id))
-            .unwrap_or(bound)
+    /// SUCCESSOR HINT: probe the node when it would be a closer successor.
+    pub fn on_successor_hint(&mut self, ctx: &mut Ctx, node: Peer) {
+        self.probe_if_closer(ctx, node, Origin::Hint);
     }
 
-    /// SUCCESSOR HINT: probe the node when it would be a closer successor; it becomes one only once it
-    /// answers (and stabilize's second step walks on from there, then notifies it).
-    pub(super) fn on_successor_hint(&mut self, node: Peer) {
-        let me = self.ring.me.id;
-        let closer = match self.ring.succs().first() {
-            Some(s) => in_open(&node.id, &me, &s.id),
-            None => node.id != me,
-        };
-        if !self.joined || self.leaving || !closer {
-            return;
-        }
-        self.cache.learn(node);
-        let what = rpc(node, RpcKind::StabilizeCandidate { candidate: node });
-        self.request(
-            node.addr,
-            PeerMsg::PredecessorGet,
-            what,
-            self.cfg.request_timeout_ms,
-        );
-    }
+    // ----- predecessor check, fingers -----
 
-    /// Ping the predecessor; if it does not answer in time it is forgotten (request_failed).
-    pub(super) fn check_predecessor(&mut self) {
-        if let Some(p) = self.ring.pred {
-            self.request(
-                p.addr,
-                PeerMsg::Ping,
-                rpc(p, RpcKind::CheckPredecessor),
-                self.cfg.request_timeout_ms,
-            );
+    /// Ping the predecessor; if it does not answer in time it is forgotten.
+    fn check_predecessor(&mut self, ctx: &mut Ctx) {
+        if let Some(p) = ctx.ring.pred {
+            self.requests
+                .send(ctx, p.addr, PeerMsg::Ping, Rpc::CheckPredecessor);
         }
     }
 
     /// Refresh the next finger that is not simply our successor: one lookup per round.
-    pub(super) fn fix_fingers(&mut self) {
-        if !self.joined || self.ring.succs().is_empty() {
+    fn fix_fingers(&mut self, ctx: &mut Ctx) {
+        if !ctx.joined || ctx.ring.succs().is_empty() {
             return;
         }
-        let succ = self.ring.successor();
-        let me = self.ring.me.id;
-        let mut i = self.finger_next % super::ring::FINGERS;
+        let succ = ctx.ring.successor();
+        let me = ctx.ring.me.id;
+        let mut i = self.finger_next % FINGERS;
         // Fingers whose start lies before our successor all point at it: no lookup needed.
-        while i < super::ring::FINGERS && in_half_open(&me.add_pow2(i), &me, &succ.id) {
-            self.ring.set_finger(i, succ);
+        while i < FINGERS && in_half_open(&me.add_pow2(i), &me, &succ.id) {
+            ctx.ring.set_finger(i, succ);
             i += 1;
         }
-        if i == super::ring::FINGERS {
+        if i == FINGERS {
             self.finger_next = 0;
             return;
         }
         self.finger_next = i;
-        self.start_lookup(me.add_pow2(i), Purpose::Finger(i), 0);
+        routing::find(ctx, &mut self.requests, me.add_pow2(i), 0, Rpc::Finger(i));
     }
 
     /// A finger lookup answered: `owner` follows `me + 2^i`, and every later finger whose start lies
     /// before `owner` points at it too.
-    pub(super) fn finger_found(&mut self, i: usize, owner: Peer) {
-        let me = self.ring.me.id;
+    fn finger_found(&mut self, ctx: &mut Ctx, i: usize, owner: Peer) {
+        let me = ctx.ring.me.id;
         let start = me.add_pow2(i);
         let mut j = i;
-        while j < super::ring::FINGERS
+        while j < FINGERS
             && in_half_open(&me.add_pow2(j), &me, &owner.id)
             && (j == i || in_half_open(&me.add_pow2(j), &start, &owner.id))
         {
-            self.ring.set_finger(j, owner);
+            ctx.ring.set_finger(j, owner);
             j += 1;
         }
-        self.finger_next = if j >= super::ring::FINGERS {
-            0
-        } else {
-            j.max(i + 1)
+        self.finger_next = if j >= FINGERS { 0 } else { j.max(i + 1) };
+    }
+
+    // ----- answers and failures -----
+
+    /// An answer to one of our requests.
+    pub fn on_reply(&mut self, ctx: &mut Ctx, from: SocketAddr, request: u64, msg: PeerMsg) {
+        let Some(what) = self.requests.take(ctx, request) else {
+            return log_late(ctx, from, request);
         };
+        if let PeerMsg::PredecessorReply { pred, succs } = &msg {
+            for p in pred.iter().chain(succs) {
+                ctx.cache.learn(*p);
+            }
+        }
+        let me = ctx.ring.me.id;
+        match (what, msg) {
+            (
+                Rpc::Join,
+                PeerMsg::PeerFound {
+                    target,
+                    hops,
+                    nodes,
+                },
+            ) if target == me => {
+                routing::found(ctx, hops, &nodes);
+                self.joined_via(ctx, nodes);
+            }
+            (
+                Rpc::Finger(i),
+                PeerMsg::PeerFound {
+                    target,
+                    hops,
+                    nodes,
+                },
+            ) if target == me.add_pow2(i) => {
+                routing::found(ctx, hops, &nodes);
+                self.finger_found(ctx, i, nodes[0]);
+            }
+            (Rpc::Stabilize, PeerMsg::PredecessorReply { pred, succs }) => {
+                self.successor_answered(ctx, from, (pred, succs))
+            }
+            (
+                Rpc::Candidate { candidate, .. } | Rpc::Adopt { candidate },
+                PeerMsg::PredecessorReply { pred, succs },
+            ) => self.candidate_answered(ctx, candidate, (pred, succs)),
+            (Rpc::CheckPredecessor, PeerMsg::Pong) => {
+                if ctx.ring.pred.is_some_and(|p| p.addr == from) {
+                    self.pred_heard = ctx.now;
+                }
+            }
+            (Rpc::Rectify, PeerMsg::Pong) => self.rectify_answered(ctx, from),
+            (what, other) => {
+                log::warn!(
+                    "[{}] {} answered {:?} with type {}",
+                    ctx.short(),
+                    from,
+                    what,
+                    other.msg_type()
+                );
+                self.gave_up(ctx, what, from);
+            }
+        }
+    }
+
+    /// A request's deadline passed.
+    pub fn on_timeout(&mut self, ctx: &mut Ctx, request: u64) {
+        if let Some((what, Some(peer))) = self.requests.take_with_peer(ctx, request) {
+            log::debug!("[{}] {:?} to {} timed out", ctx.short(), what, peer);
+            self.request_failed(ctx, what, peer);
+        }
+    }
+
+    /// The driver could not reach `peer`: it leaves the ring view, and our requests to it fail.
+    pub fn on_unreachable(&mut self, ctx: &mut Ctx, peer: SocketAddr) {
+        if self.peer_failed(ctx, peer) {
+            log::info!(
+                "[{}] peer {} unreachable; dropped from the routing table",
+                ctx.short(),
+                peer
+            );
+        }
+        for what in self.requests.take_to(ctx, peer) {
+            self.request_failed(ctx, what, peer);
+        }
+    }
+
+    /// No answer: a successor or predecessor that does not answer is dead to us (Zave); a candidate
+    /// that does not answer is not probed again.
+    fn request_failed(&mut self, ctx: &mut Ctx, what: Rpc, peer: SocketAddr) {
+        match what {
+            Rpc::Stabilize | Rpc::CheckPredecessor => {
+                self.peer_failed(ctx, peer);
+            }
+            Rpc::Rectify => {
+                self.peer_failed(ctx, peer);
+                // Zave's rectify: with the predecessor dead, the notifier that lost to it wins.
+                if ctx.ring.pred.is_none()
+                    && let Some(node) = self.rectify_waiting.take()
+                {
+                    self.adopt_predecessor(ctx, node);
+                }
+            }
+            Rpc::Candidate { .. } => ctx.cache.forget(peer),
+            _ => {}
+        }
+        self.gave_up(ctx, what, peer);
+    }
+
+    /// What follows a request that got no usable answer.
+    fn gave_up(&mut self, ctx: &mut Ctx, what: Rpc, peer: SocketAddr) {
+        match what {
+            Rpc::Join => self.join_failed(ctx),
+            // Go on with the next successor at once; a kept successor waits for the next round.
+            Rpc::Stabilize if ctx.ring.successor().addr != peer => self.stabilize(ctx),
+            Rpc::Candidate {
+                origin: Origin::Round,
+                ..
+            } => self.notify_successor(ctx),
+            _ => {}
+        }
+    }
+
+    /// Drops a peer that failed us. Our last successor, with nobody else known, gets a few more
+    /// chances first: dropping it makes us a ring of one, which a lossy link must not cause lightly.
+    /// Once alone, we keep trying to re-join through the peers we lost (and the bootstrap list).
+    fn peer_failed(&mut self, ctx: &mut Ctx, peer: SocketAddr) -> bool {
+        if ctx.ring.is_last_resort(peer) {
+            self.last_resort_failures += 1;
+            if self.last_resort_failures < LAST_RESORT_CHANCES {
+                return false;
+            }
+            log::warn!(
+                "[{}] last successor {} is gone; alone until a re-join succeeds",
+                ctx.short(),
+                peer
+            );
+            self.contacts.retain(|a| *a != peer);
+            self.contacts.push(peer);
+            if self.contacts.len() > CONTACTS_MAX {
+                self.contacts.remove(0);
+            }
+            ctx.schedule(Periodic::Join, ctx.cfg.request_timeout_ms);
+        }
+        self.last_resort_failures = 0;
+        ctx.cache.forget(peer);
+        ctx.ring.remove(peer)
+    }
+
+    // ----- leaving -----
+
+    /// We leave: tell our successor and predecessor (Chord ToN). Returns the successor that takes
+    /// our values over, if any.
+    pub fn announce_leave(&mut self, ctx: &mut Ctx) -> Option<Peer> {
+        let succ = ctx.ring.succs().first().copied()?;
+        let leave = PeerMsg::Leave {
+            node: ctx.ring.me,
+            pred: ctx.ring.pred,
+            succs: ctx.ring.succs().to_vec(),
+        };
+        ctx.send(succ.addr, 0, leave.clone());
+        if let Some(p) = ctx.ring.pred.filter(|p| p.addr != succ.addr) {
+            ctx.send(p.addr, 0, leave);
+        }
+        Some(succ)
+    }
+
+    /// A neighbour leaves: our successor's place goes to its successors, our predecessor's to its
+    /// predecessor (whose range is ours now: published, so that repair runs soon).
+    pub fn on_leave(&mut self, ctx: &mut Ctx, node: Peer, pred: Option<Peer>, succs: Vec<Peer>) {
+        let was_pred = ctx.ring.pred.is_some_and(|p| p.addr == node.addr);
+        let was_succ = ctx.ring.succs().iter().any(|p| p.addr == node.addr);
+        if !was_pred && !was_succ {
+            return;
+        }
+        log::info!("[{}] {} leaves the ring", ctx.short(), node.addr);
+        ctx.cache.forget(node.addr);
+        let me = ctx.ring.me.id;
+        let mut merged: Vec<Peer> = ctx
+            .ring
+            .succs()
+            .iter()
+            .chain(succs.iter())
+            .filter(|p| p.addr != node.addr)
+            .copied()
+            .collect();
+        merged.sort_by_key(|p| me.distance_to(&p.id));
+        merged.dedup_by_key(|p| p.id);
+        ctx.ring.remove(node.addr);
+        if was_succ {
+            ctx.ring.set_succs(merged);
+        }
+        if was_pred {
+            ctx.ring.pred = pred.filter(|p| p.id != me);
+            ctx.publish(RingEvent::PredecessorLeft);
+        }
     }
 }
 
-fn rpc(p: Peer, kind: RpcKind) -> Pending {
-    Pending::Rpc { peer: p.addr, kind }
+/// The node we know that follows `id` most closely, if it comes before `bound`; else `bound`.
+/// While a ring forms, the node everyone notifies knows them all: one hint then suffices where
+/// walking predecessor pointers would take a round trip per node.
+fn closest_after(ctx: &Ctx, id: &Id, bound: Peer) -> Peer {
+    ctx.cache
+        .first_after(id)
+        .filter(|c| in_open(&c.id, id, &bound.id))
+        .unwrap_or(bound)
+}
+
+fn log_late(ctx: &Ctx, from: SocketAddr, request: u64) {
+    log::debug!(
+        "[{}] late or unknown reply {} from {}",
+        ctx.short(),
+        request,
+        from
+    );
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Node, Transmit, test_peer};
+    use super::super::{Input, Node, Output, Transmit, test_peer};
     use crate::config::Config;
+    use crate::msg::{Frame, Peer, PeerMsg};
     use crate::time::Time;
-    use crate::wire::p2p::{Frame, PeerMsg};
 
     fn sent(node: &mut Node) -> Vec<Transmit> {
-        std::iter::from_fn(|| node.poll_transmit()).collect()
+        std::iter::from_fn(|| node.poll_output())
+            .filter_map(|o| match o {
+                Output::Transmit(t) => Some(t),
+                _ => None,
+            })
+            .collect()
     }
 
-    #[test]
-    fn a_hinted_node_that_never_answers_is_not_probed_again() {
-        let (me, b, dead) = (test_peer(10), test_peer(100), test_peer(50));
+    fn frame(node: &mut Node, from: Peer, frame: Frame, now: u64) {
+        let input = Input::PeerFrame {
+            from: from.addr,
+            frame,
+        };
+        node.handle_input(input, Time(now));
+    }
+
+    /// A lone node `me` whose predecessor and successor becomes B, with B's successors after it.
+    fn lone_node_with_successor(me: Peer, b: Peer, b_succs: Vec<Peer>) -> Node {
         let mut cfg = Config::default().node;
         cfg.node_id = Some(me.id);
-        let timeout = cfg.request_timeout_ms;
         let mut node = Node::new(cfg, me.addr, 1, Time(0));
         // B notifies the lone node: it becomes the predecessor and, once it answers, the successor.
-        node.handle_peer_msg(
-            b.addr,
+        frame(
+            &mut node,
+            b,
             Frame::new(0, PeerMsg::PredecessorSet { node: b }),
-            Time(1),
+            1,
         );
         let probe = sent(&mut node)
             .into_iter()
@@ -324,26 +760,107 @@ mod tests {
             .expect("the notifier is probed as a successor");
         let reply = PeerMsg::PredecessorReply {
             pred: Some(me),
-            succs: vec![],
+            succs: b_succs,
         };
-        node.handle_peer_msg(b.addr, Frame::new(probe.frame.request, reply), Time(2));
+        frame(&mut node, b, Frame::new(probe.frame.request, reply), 2);
         assert_eq!(node.successors().first(), Some(&b));
+        node
+    }
+
+    #[test]
+    fn a_hinted_node_that_never_answers_is_not_probed_again() {
+        let (me, b, dead) = (test_peer(10), test_peer(100), test_peer(50));
+        let mut node = lone_node_with_successor(me, b, vec![]);
+        let timeout = Config::default().node.request_timeout_ms;
         // A hint names a node between us and B that never answers.
-        node.handle_peer_msg(
-            b.addr,
+        frame(
+            &mut node,
+            b,
             Frame::new(0, PeerMsg::SuccessorHint { node: dead }),
-            Time(3),
+            3,
         );
         let out = sent(&mut node);
         assert!(out.iter().any(|t| t.to == dead.addr), "{out:?}");
-        node.handle_timeout(Time(3 + timeout));
+        node.handle_input(Input::Timeout, Time(3 + timeout));
         // Stabilize rounds from now on ask B (which, silent in this test, is dropped in the end), never
         // the dead node.
         let mut now = Time(3 + timeout);
         for _ in 0..20 {
             now = node.poll_timeout().expect("periodic timers").max(now);
-            node.handle_timeout(now);
+            node.handle_input(Input::Timeout, now);
             assert!(sent(&mut node).iter().all(|t| t.to != dead.addr));
         }
+    }
+
+    /// The storm's loop: each failed probe of a hinted node notified the successor again, whose
+    /// answer hinted twice. Now hints to a node already probed, and past the round's budget, are
+    /// not sent, and a failed hint probe ends nothing.
+    #[test]
+    fn hints_flooding_in_cost_at_most_the_round_budget() {
+        let (me, b) = (test_peer(10), test_peer(200));
+        let mut node = lone_node_with_successor(me, b, vec![]);
+        let mut probes = 0;
+        for i in 0..100u8 {
+            let hinted = test_peer(20 + i);
+            frame(
+                &mut node,
+                b,
+                Frame::new(0, PeerMsg::SuccessorHint { node: hinted }),
+                3,
+            );
+            frame(
+                &mut node,
+                b,
+                Frame::new(0, PeerMsg::SuccessorHint { node: hinted }),
+                3,
+            );
+            probes += sent(&mut node)
+                .iter()
+                .filter(|t| t.frame.msg == PeerMsg::PredecessorGet)
+                .count();
+        }
+        assert!(probes as u32 <= super::SENDS_PER_ROUND, "{probes} probes");
+        // They all time out: nothing more is sent for them (no notify, no new probe).
+        let timeout = Config::default().node.request_timeout_ms;
+        node.handle_input(Input::Timeout, Time(3 + timeout));
+        let after = sent(&mut node);
+        assert!(
+            after
+                .iter()
+                .all(|t| !matches!(t.frame.msg, PeerMsg::PredecessorSet { .. })),
+            "{after:?}"
+        );
+        node.check_invariants();
+    }
+
+    /// Zave's rectify: a notifier that loses to a predecessor not heard from lately waits for a ping
+    /// of that predecessor; if the ping fails, the notifier becomes the predecessor.
+    #[test]
+    fn a_notifier_losing_to_a_silent_predecessor_wins_once_it_fails_a_ping() {
+        let (me, b) = (test_peer(10), test_peer(100));
+        // B's successor D keeps the ring when B is dropped.
+        let mut node = lone_node_with_successor(me, b, vec![test_peer(150)]);
+        let interval = Config::default().node.stabilize_interval_ms;
+        let late = 3 * interval;
+        // C lies before B (our predecessor): it loses, and B has been silent for three rounds.
+        let c = test_peer(60);
+        frame(
+            &mut node,
+            c,
+            Frame::new(0, PeerMsg::PredecessorSet { node: c }),
+            late,
+        );
+        let out = sent(&mut node);
+        assert!(
+            out.iter()
+                .any(|t| t.to == b.addr && t.frame.msg == PeerMsg::Ping),
+            "{out:?}"
+        );
+        assert!(
+            out.iter()
+                .all(|t| t.to != c.addr || t.frame.msg == PeerMsg::PredecessorGet)
+        );
+        node.handle_input(Input::PeerUnreachable { peer: b.addr }, Time(late + 1));
+        assert_eq!(node.predecessor(), Some(c));
     }
 }

@@ -1,17 +1,23 @@
 //! Keeping the wanted number of copies: periodic repair rounds that compare summaries before
-//! sending values, and the graceful leave that hands a node's values on before it exits.
+//! sending values.
 //!
 //! Repair: the node responsible for `(pred, me]` sends each of its first `replication_max − 1`
 //! successors a SYNC with, per bucket of the key space, the XOR digest and count of the keys that
 //! holder should keep (a key with replication k lives on the responsible node and its first k − 1
 //! successors). Equal summaries cost one small message each way; a holder that differs lists its keys
 //! in the differing buckets, and the responsible node pushes what is missing, within
-//! `repair_bytes_per_round_max` per round.
+//! `repair_bytes_per_round_max` per round. A holder's newer or missing-here values are pulled back.
+//!
+//! Owns the round's byte budget and its SYNC and pull requests; reads and writes values through
+//! [`Values`]. No part calls it but the shell.
 
-use super::{Node, Pending, Periodic, RpcKind};
+use super::context::{Ctx, Part, Requests};
+use super::timers::Periodic;
+use super::values::Values;
 use crate::id::{Id, Key, in_half_open};
-use crate::storage::Stored;
-use crate::wire::p2p::{Peer, PeerMsg, SYNC_BUCKETS, SYNC_KEYS_MAX};
+use crate::msg::{Peer, PeerMsg, SYNC_BUCKETS, SYNC_KEYS_MAX};
+use crate::storage::{Storage, Stored};
+use crate::time::Time;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
@@ -35,23 +41,57 @@ fn held_at(index: usize, s: &Stored) -> bool {
     (s.replication as usize) > index + 1
 }
 
-impl Node {
-    /// One repair round (Periodic::Repair).
-    pub(super) fn repair(&mut self) {
-        let Some(pred) = self.ring.pred else { return };
-        if self.leaving {
+/// What a repair request waits for.
+#[derive(Debug)]
+enum Rpc {
+    /// SYNC REPLY from the `index`-th successor.
+    Sync { holder: Peer, index: usize },
+    /// The value of a key in our range that a holder has and we lack (or hold older).
+    Pull { key: Key },
+}
+
+pub(super) struct Repair {
+    requests: Requests<Rpc>,
+    /// Bytes this round may still push.
+    budget: usize,
+}
+
+impl Repair {
+    pub fn new(ctx: &mut Ctx) -> Repair {
+        ctx.schedule(Periodic::Repair, ctx.cfg.repair_interval_ms);
+        Repair {
+            requests: Requests::new(Part::Repair, ctx.cfg.pending_requests_max),
+            budget: 0,
+        }
+    }
+
+    pub fn requests_len(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// A range became ours (our predecessor left): repair it soon rather than at the next round.
+    pub fn soon(&mut self, ctx: &mut Ctx) {
+        let at = ctx.now + ctx.cfg.stabilize_interval_ms;
+        ctx.timers.set(Periodic::Repair, at);
+    }
+
+    /// One repair round (Periodic::Repair): a SYNC to each successor that should hold something.
+    pub fn on_timer(&mut self, ctx: &mut Ctx, values: &Values) {
+        ctx.schedule(Periodic::Repair, ctx.cfg.repair_interval_ms);
+        let Some(pred) = ctx.ring.pred else { return };
+        if ctx.leaving {
             return;
         }
-        self.repair_budget = self.cfg.repair_bytes_per_round_max;
-        self.stats.repair_rounds += 1;
-        let me = self.ring.me;
+        self.budget = ctx.cfg.repair_bytes_per_round_max;
+        ctx.stats.repair_rounds += 1;
+        let me = ctx.ring.me;
+        let storage = values.storage();
         // Only successors that should hold something are asked: up to the largest replication here.
-        let copies = self
-            .storage
-            .range(pred.id, me.id, self.now)
+        let copies = storage
+            .range(pred.id, me.id, ctx.now)
             .map(|(_, s)| s.replication)
             .max();
-        let holders: Vec<Peer> = self
+        let holders: Vec<Peer> = ctx
             .ring
             .succs()
             .iter()
@@ -59,122 +99,118 @@ impl Node {
             .copied()
             .collect();
         for (index, holder) in holders.into_iter().enumerate() {
-            let buckets = self.summary(pred.id, me.id, index);
             let msg = PeerMsg::Sync {
                 from: pred.id,
                 to: me.id,
                 index: index as u8,
-                buckets,
+                buckets: summary(storage, (pred.id, me.id), index, ctx.now),
             };
-            self.stats.repair_messages += 1;
-            let what = Pending::Rpc {
-                peer: holder.addr,
-                kind: RpcKind::Sync { holder, index },
-            };
-            self.request(holder.addr, msg, what, self.cfg.request_timeout_ms);
+            ctx.stats.repair_messages += 1;
+            self.requests
+                .send(ctx, holder.addr, msg, Rpc::Sync { holder, index });
         }
-    }
-
-    /// Per bucket, the digest and count of the keys in `(from, to]` that holder `index` should keep.
-    fn summary(&self, from: Id, to: Id, index: usize) -> Vec<(u64, u32)> {
-        let mut buckets = vec![(0u64, 0u32); SYNC_BUCKETS];
-        for (k, s) in self
-            .storage
-            .range(from, to, self.now)
-            .filter(|(_, s)| held_at(index, s))
-        {
-            let b = &mut buckets[bucket(&k)];
-            b.0 ^= fingerprint(&k, &s);
-            b.1 += 1;
-        }
-        buckets
     }
 
     /// Holder side: compare the summary with ours and list our keys in the buckets that differ.
-    pub(super) fn on_sync(
+    pub fn on_sync(
         &mut self,
-        from_addr: SocketAddr,
-        request: u64,
+        ctx: &mut Ctx,
+        values: &Values,
+        (from, request): (SocketAddr, u64),
         range: (Id, Id),
         index: u8,
         theirs: Vec<(u64, u32)>,
     ) {
-        let ours = self.summary(range.0, range.1, index as usize);
+        let storage = values.storage();
+        let ours = summary(storage, range, index as usize, ctx.now);
         let differing = (0..SYNC_BUCKETS)
             .filter(|&b| ours[b] != theirs[b])
             .fold(0u64, |m, b| m | 1 << b);
         let keys: Vec<(Key, u64)> = if differing == 0 {
             Vec::new()
         } else {
-            self.storage
-                .range(range.0, range.1, self.now)
+            storage
+                .range(range.0, range.1, ctx.now)
                 .filter(|(k, s)| held_at(index as usize, s) && differing & (1 << bucket(k)) != 0)
                 .map(|(k, s)| (k, s.version))
                 .take(SYNC_KEYS_MAX)
                 .collect()
         };
-        self.send(from_addr, request, PeerMsg::SyncReply { differing, keys });
+        ctx.send(from, request, PeerMsg::SyncReply { differing, keys });
+    }
+
+    /// An answer to one of our requests.
+    pub fn on_reply(
+        &mut self,
+        ctx: &mut Ctx,
+        values: &mut Values,
+        from: SocketAddr,
+        request: u64,
+        msg: PeerMsg,
+    ) {
+        let Some(what) = self.requests.take(ctx, request) else {
+            return;
+        };
+        match (what, msg) {
+            (Rpc::Sync { holder, index }, PeerMsg::SyncReply { differing, keys }) => {
+                self.sync_reply(ctx, values, (holder, index), differing, keys)
+            }
+            (Rpc::Pull { key }, msg) => pulled(ctx, values, key, msg),
+            (what, other) => log::warn!(
+                "[{}] {} answered {:?} with type {}",
+                ctx.short(),
+                from,
+                what,
+                other.msg_type()
+            ),
+        }
+    }
+
+    /// A SYNC or pull got no answer: the next round tries again.
+    pub fn on_timeout(&mut self, ctx: &mut Ctx, request: u64) {
+        self.requests.take(ctx, request);
+    }
+
+    pub fn on_unreachable(&mut self, ctx: &mut Ctx, peer: SocketAddr) {
+        self.requests.take_to(ctx, peer);
     }
 
     /// Responsible side: push what the holder lacks or holds in an older version in the differing
     /// buckets, within the budget; fetch what the holder has newer than we do.
-    pub(super) fn sync_reply(
+    fn sync_reply(
         &mut self,
-        holder: Peer,
-        index: usize,
+        ctx: &mut Ctx,
+        values: &mut Values,
+        (holder, index): (Peer, usize),
         differing: u64,
         keys: Vec<(Key, u64)>,
     ) {
-        let Some(pred) = self.ring.pred else { return };
+        let Some(pred) = ctx.ring.pred else { return };
         if differing == 0 {
             return;
         }
-        // Values in our range that the holder has and we lack, or has in a newer version (we
-        // joined, or took over from a node that missed a write): fetch them, or nobody would ever
-        // copy them back to the count.
-        let lacking: Vec<Key> = keys
-            .iter()
-            .filter(|(k, version)| {
-                in_half_open(k, &pred.id, &self.ring.me.id)
-                    && self
-                        .storage
-                        .get(k, self.now)
-                        .is_none_or(|s| s.version < *version)
-            })
-            .take(PULLS_PER_REPLY_MAX)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in lacking {
-            let what = Pending::Rpc {
-                peer: holder.addr,
-                kind: RpcKind::Pull { key },
-            };
-            self.request(
-                holder.addr,
-                PeerMsg::StorageGet { key },
-                what,
-                self.cfg.request_timeout_ms,
-            );
-        }
+        self.pull_newer(ctx, values.storage(), holder, pred.id, &keys);
         let has: BTreeMap<Key, u64> = keys.into_iter().collect();
-        let missing = self.copy_out(pred.id, self.ring.me.id, self.repair_budget, |k, s| {
+        let range = (pred.id, ctx.ring.me.id);
+        let missing = values.copy_out(ctx, range, self.budget, |k, s| {
             held_at(index, s)
                 && differing & (1 << bucket(k)) != 0
                 && has.get(k).is_none_or(|v| *v < s.version)
         });
-        let (mut sent, mut bytes) = (0u64, 0usize);
+        let (sent, bytes) = (
+            missing.len(),
+            missing.iter().map(|c| c.value.len()).sum::<usize>(),
+        );
         for copy in missing {
-            self.repair_budget -= copy.value.len();
-            bytes += copy.value.len();
-            sent += 1;
-            self.push(holder, &copy);
+            self.budget -= copy.value.len();
+            values.push(ctx, holder, &copy);
         }
         if sent > 0 {
-            self.stats.repair_values_pushed += sent;
-            self.stats.repair_bytes_pushed += bytes as u64;
+            ctx.stats.repair_values_pushed += sent as u64;
+            ctx.stats.repair_bytes_pushed += bytes as u64;
             log::info!(
                 "[{}] repair: {} values ({} bytes) to {} (successor {})",
-                self.short(),
+                ctx.short(),
                 sent,
                 bytes,
                 holder.addr,
@@ -183,100 +219,63 @@ impl Node {
         }
     }
 
-    /// A pulled value arrived: keep it as the responsible node (unless ours is newer after all); the
-    /// next round copies it on.
-    pub(super) fn pulled(&mut self, key: Key, msg: PeerMsg) {
-        if let PeerMsg::StorageGetSuccess {
-            ttl_ms,
-            replication,
-            version,
-            key: k,
-            value,
-        } = msg
-            && k == key
-        {
-            let expires = self.now + (ttl_ms as u64).min(self.cfg.ttl_max_s as u64 * 1000);
-            let stored =
-                self.storage
-                    .put(key, &value, expires, replication.max(1), version, self.now);
-            if stored == Ok(true) {
-                self.stats.repair_values_pulled += 1;
-            }
-        }
-    }
-
-    /// Graceful leave: tell our successor and predecessor, and hand the values we are responsible
-    /// for to the successor, which takes over. `leave_done` says when the hand-off is acknowledged.
-    pub fn handle_leave(&mut self, now: crate::time::Time) {
-        self.now = now;
-        self.leaving = true;
-        let Some(succ) = self.ring.succs().first().copied() else {
-            return;
-        };
-        let me = self.ring.me;
-        let leave = PeerMsg::Leave {
-            node: me,
-            pred: self.ring.pred,
-            succs: self.ring.succs().to_vec(),
-        };
-        self.send(succ.addr, 0, leave.clone());
-        if let Some(p) = self.ring.pred.filter(|p| p.addr != succ.addr) {
-            self.send(p.addr, 0, leave);
-        }
-        let from = self.ring.pred.map_or(me.id, |p| p.id);
-        let moved = self.push_range(from, me.id, succ);
-        log::info!(
-            "[{}] leaving: handed {} values to {}",
-            self.short(),
-            moved,
-            succ.addr
-        );
-    }
-
-    /// True once every value handed on at leave has been acknowledged (or timed out).
-    pub fn leave_done(&self) -> bool {
-        self.leaving
-            && !self.pending.values().any(|e| {
-                matches!(
-                    e.what,
-                    Pending::Rpc {
-                        kind: RpcKind::Push { .. },
-                        ..
-                    }
-                )
-            })
-    }
-
-    /// A neighbour leaves (Chord ToN): our successor's place goes to its successors, our
-    /// predecessor's to its predecessor; a new range of ours is repaired soon.
-    pub(super) fn on_leave(&mut self, node: Peer, pred: Option<Peer>, succs: Vec<Peer>) {
-        let was_pred = self.ring.pred.is_some_and(|p| p.addr == node.addr);
-        let was_succ = self.ring.succs().iter().any(|p| p.addr == node.addr);
-        if !was_pred && !was_succ {
-            return;
-        }
-        log::info!("[{}] {} leaves the ring", self.short(), node.addr);
-        self.cache.forget(node.addr);
-        let me = self.ring.me.id;
-        let mut merged: Vec<Peer> = self
-            .ring
-            .succs()
+    /// Values in our range that the holder has and we lack, or has in a newer version (we joined,
+    /// or took over from a node that missed a write): fetch them, or nobody would ever copy them
+    /// back to the count.
+    fn pull_newer(
+        &mut self,
+        ctx: &mut Ctx,
+        storage: &Storage,
+        holder: Peer,
+        pred: Id,
+        keys: &[(Key, u64)],
+    ) {
+        let lacking: Vec<Key> = keys
             .iter()
-            .chain(succs.iter())
-            .filter(|p| p.addr != node.addr)
-            .copied()
+            .filter(|(k, version)| {
+                in_half_open(k, &pred, &ctx.ring.me.id)
+                    && storage.get(k, ctx.now).is_none_or(|s| s.version < *version)
+            })
+            .take(PULLS_PER_REPLY_MAX)
+            .map(|(k, _)| *k)
             .collect();
-        merged.sort_by_key(|p| me.distance_to(&p.id));
-        merged.dedup_by_key(|p| p.id);
-        self.ring.remove(node.addr);
-        if was_succ {
-            self.ring.set_succs(merged);
+        for key in lacking {
+            let msg = PeerMsg::StorageGet { key };
+            self.requests.send(ctx, holder.addr, msg, Rpc::Pull { key });
         }
-        if was_pred {
-            self.ring.pred = pred.filter(|p| p.id != me);
-            // The leaver's range is ours now: bring its copies back to count soon.
-            self.periodic[Periodic::Repair as usize] =
-                Some(self.now + self.cfg.stabilize_interval_ms);
+    }
+}
+
+/// Per bucket, the digest and count of the keys in `(from, to]` that holder `index` should keep.
+fn summary(storage: &Storage, (from, to): (Id, Id), index: usize, now: Time) -> Vec<(u64, u32)> {
+    let mut buckets = vec![(0u64, 0u32); SYNC_BUCKETS];
+    for (k, s) in storage
+        .range(from, to, now)
+        .filter(|(_, s)| held_at(index, s))
+    {
+        let b = &mut buckets[bucket(&k)];
+        b.0 ^= fingerprint(&k, &s);
+        b.1 += 1;
+    }
+    buckets
+}
+
+/// A pulled value arrived: keep it as the responsible node (unless ours is newer after all); the
+/// next round copies it on.
+fn pulled(ctx: &mut Ctx, values: &mut Values, key: Key, msg: PeerMsg) {
+    if let PeerMsg::StorageGetSuccess {
+        ttl_ms,
+        replication,
+        version,
+        key: k,
+        value,
+    } = msg
+        && k == key
+    {
+        let expires = ctx.now + (ttl_ms as u64).min(ctx.cfg.ttl_max_s as u64 * 1000);
+        let meta = (expires, replication.max(1), version);
+        if values.store_copy(ctx, key, &value, meta) == Ok(true) {
+            ctx.stats.repair_values_pulled += 1;
         }
     }
 }

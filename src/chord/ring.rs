@@ -2,7 +2,7 @@
 //! decisions made from them (who is responsible, where to forward). No messages, no time.
 
 use crate::id::{Id, in_half_open, in_open};
-use crate::wire::p2p::Peer;
+use crate::msg::Peer;
 
 pub const FINGERS: usize = 256;
 

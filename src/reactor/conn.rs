@@ -35,10 +35,12 @@ pub struct Conn {
     pub writable_interest: bool,
     pub last_active: Time,
     pub idle_timer: Option<TimerKey>,
-    /// API GETs handed to the core and not answered yet (every GET gets exactly one answer).
-    pub awaiting: u32,
     /// The client ended its stream: answer what it asked, then close.
     pub hung_up: bool,
+    /// The core has been told of the hang-up (once every request read was handed to it).
+    pub hangup_reported: bool,
+    /// The core has answered every request of this hung-up client.
+    pub answered_all: bool,
 }
 
 impl Conn {
@@ -64,8 +66,9 @@ impl Conn {
             writable_interest: outbound,
             last_active: now,
             idle_timer: None,
-            awaiting: 0,
             hung_up: false,
+            hangup_reported: false,
+            answered_all: false,
         }
     }
 }

@@ -1,20 +1,22 @@
 //! The production driver: one thread, one `mio::Poll`, both listeners and every connection in one
 //! `Slab`, a timer wheel for idle connections, and the sans-IO [`Node`] fed from the sockets.
 //!
-//! Owns the sockets and nothing of the protocol: bytes are decoded here into typed requests and
-//! frames, handed to the core, and the core's outputs are encoded into per-connection write buffers
-//! that are flushed once per loop turn (batched writes).
+//! Owns the sockets, buffers and timers, and nothing of the protocol: bytes are decoded here into
+//! typed requests and frames (HELLO included) and handed to the core as [`Input`]s; the core's
+//! outputs are encoded into per-connection write buffers that are flushed once per loop turn
+//! (batched writes). The core names peers (HELLO) and says when a hung-up client is answered.
 
 mod conn;
 pub mod hub;
 
-use crate::chord::{self, ClientId, Node, Outputs, Transmit};
+use crate::chord::{self, ClientId, Input, Node, Outputs, Transmit};
 use crate::config::{Config, ReactorConfig};
+use crate::msg::Peer;
 use crate::time::Time;
 use crate::wheel::TimerWheel;
 use crate::wire::api::{self, ApiReply};
-use crate::wire::p2p::{self, Frame, Peer, PeerMsg};
-use bytes::Buf;
+use crate::wire::p2p;
+use bytes::{Buf, BytesMut};
 use conn::{Conn, Role};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -99,8 +101,11 @@ struct Net {
     /// Connections whose reading resumed after backpressure: their buffered frames wait.
     resumed: Vec<usize>,
     scratch: Box<[u8]>,
-    /// Peers found unreachable while the node was borrowed; reported after the drive.
-    unreachable: Vec<SocketAddr>,
+    /// What happened while the node was borrowed (unreachable peers, closed clients); given to
+    /// the node after the drive.
+    inputs: Vec<Input>,
+    /// The node's greeting (HELLO), encoded: the first bytes of every connection we dial.
+    greeting: BytesMut,
     me: Peer,
     start: Instant,
 }
@@ -143,7 +148,9 @@ impl Reactor {
         let epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        node.set_wall_clock_epoch(epoch);
+        node.handle_input(Input::WallClock { epoch_ms: epoch }, Time::ZERO);
+        let mut greeting = BytesMut::new();
+        node.greeting().encode(&mut greeting);
         let net = Net {
             registry: registry.try_clone()?,
             token_base,
@@ -155,7 +162,8 @@ impl Reactor {
             dirty: Vec::new(),
             resumed: Vec::new(),
             scratch: vec![0u8; READ_CHUNK].into_boxed_slice(),
-            unreachable: Vec::new(),
+            inputs: Vec::new(),
+            greeting,
             me: node.me(),
             start,
         };
@@ -249,7 +257,7 @@ impl Reactor {
         match self.stop.load(Ordering::SeqCst) {
             KILLED => return self.stopped(),
             LEAVING if self.leave_deadline.is_none() => {
-                self.node.handle_leave(now);
+                self.node.handle_input(Input::Leave, now);
                 self.leave_deadline = Some(now + LEAVE_GRACE_MS);
                 self.next_timeout = self.flush_outputs();
             }
@@ -279,7 +287,7 @@ impl Reactor {
     pub(crate) fn after_events(&mut self) {
         let now = self.net.now();
         if self.next_timeout.is_some_and(|t| t <= now) {
-            self.node.handle_timeout(now);
+            self.node.handle_input(Input::Timeout, now);
         }
         self.net.expire_idle(now);
         self.next_timeout = self.flush_outputs();
@@ -332,13 +340,13 @@ impl Reactor {
             .compare_exchange(RUNNING, LEAVING, Ordering::SeqCst, Ordering::SeqCst);
     }
 
-    /// Drains the node into the connections, reports unreachable peers back, and writes.
+    /// Drains the node into the connections, gives it what happened meanwhile, and writes.
     fn flush_outputs(&mut self) -> Option<Time> {
         let mut next = chord::drive(&mut self.node, &mut self.net);
-        while !self.net.unreachable.is_empty() {
+        while !self.net.inputs.is_empty() {
             let now = self.net.now();
-            for peer in std::mem::take(&mut self.net.unreachable) {
-                self.node.handle_peer_unreachable(peer, now);
+            for input in std::mem::take(&mut self.net.inputs) {
+                self.node.handle_input(input, now);
             }
             next = chord::drive(&mut self.node, &mut self.net);
         }
@@ -346,7 +354,7 @@ impl Reactor {
             self.net.flush(key);
         }
         // Flushing may have found broken connections.
-        if !self.net.unreachable.is_empty() {
+        if !self.net.inputs.is_empty() {
             self.flush_outputs()
         } else {
             next
@@ -437,15 +445,20 @@ impl Reactor {
             match c.role {
                 Role::Api => match api::decode_request(&mut c.rbuf) {
                     Ok(Some(req)) => {
-                        if matches!(req, api::ApiRequest::Get { .. }) {
-                            c.awaiting += 1;
-                        }
                         let client = client_id(key, c.generation);
-                        self.node.handle_client_req(client, req, now);
+                        self.node
+                            .handle_input(Input::ClientRequest { client, req }, now);
                     }
-                    // After the end of stream a partial frame can never complete.
+                    // After the end of stream a partial frame can never complete: every request
+                    // is in, the node says when every answer is out.
                     Ok(None) if c.hung_up => {
                         c.rbuf.clear();
+                        if !c.hangup_reported {
+                            c.hangup_reported = true;
+                            let client = client_id(key, c.generation);
+                            self.node.handle_input(Input::ClientHungUp { client }, now);
+                            chord::drain(&mut self.node, &mut self.net);
+                        }
                         return;
                     }
                     Ok(None) => return,
@@ -457,13 +470,10 @@ impl Reactor {
                 },
                 Role::Peer => {
                     match p2p::decode_frame(&mut c.rbuf, self.net.cfg.p2p_frame_bytes_max) {
-                        Ok(Some(Frame {
-                            msg: PeerMsg::Hello { node },
-                            ..
-                        })) => self.net.on_hello(key, node),
                         Ok(Some(frame)) => {
                             let from = c.peer_name;
-                            self.node.handle_peer_msg(from, frame, now);
+                            self.node
+                                .handle_input(Input::PeerFrame { from, frame }, now);
                         }
                         Ok(None) => return,
                         Err(e) => {
@@ -596,18 +606,20 @@ impl Net {
             Ok(s) => s,
             Err(e) => {
                 log::debug!("[{}] connect to {} failed: {e}", self.me.id.short(), peer);
-                self.unreachable.push(peer);
+                self.inputs.push(Input::PeerUnreachable { peer });
                 return None;
             }
         };
         let _ = stream.set_nodelay(true);
         let key = self.add(stream, Role::Peer, peer, true).ok()?;
         self.peers.insert(peer, key);
-        Frame::new(0, PeerMsg::Hello { node: self.me }).encode(&mut self.conns[key].wbuf);
+        let greeting = &self.greeting;
+        self.conns[key].wbuf.extend_from_slice(greeting);
         Some(key)
     }
 
-    fn on_hello(&mut self, key: usize, node: Peer) {
+    /// The connection `key` speaks for `node` (its HELLO said so): frames to it may use it.
+    fn name_peer(&mut self, key: usize, node: Peer) {
         let c = &mut self.conns[key];
         if self.peers.get(&c.peer_name) == Some(&key) {
             self.peers.remove(&c.peer_name);
@@ -650,10 +662,10 @@ impl Net {
         let below_half = c.wbuf.len() < self.cfg.connection_buffer_bytes_max / 2;
         if c.hung_up {
             // Answer every request read before the end of stream, then close.
-            if c.wbuf.is_empty() && c.awaiting == 0 && c.rbuf.is_empty() {
+            if c.wbuf.is_empty() && c.answered_all {
                 return self.close(key, "closed by the other side", false);
             }
-            if below_half && !c.rbuf.is_empty() {
+            if below_half && (!c.rbuf.is_empty() || !c.hangup_reported) {
                 self.resumed.push(key);
             }
         }
@@ -740,7 +752,12 @@ impl Net {
             why
         );
         if unreachable && c.role == Role::Peer && c.outbound {
-            self.unreachable.push(c.peer_name);
+            self.inputs
+                .push(Input::PeerUnreachable { peer: c.peer_name });
+        }
+        if c.role == Role::Api {
+            let client = client_id(key, c.generation);
+            self.inputs.push(Input::ClientGone { client });
         }
     }
 
@@ -762,6 +779,15 @@ impl Net {
         }
     }
 
+    /// The connection of `client`, unless it has gone (its slab slot may hold another by now).
+    fn live_client(&self, client: ClientId) -> Option<usize> {
+        let (key, generation) = ((client & 0xffff_ffff) as usize, (client >> 32) as u32);
+        self.conns
+            .get(key)
+            .filter(|c| c.generation == generation)
+            .map(|_| key)
+    }
+
     fn mark_dirty(&mut self, key: usize) {
         if self.conns[key].wbuf.is_empty() {
             self.dirty.push(key);
@@ -778,32 +804,40 @@ impl Outputs for Net {
             .cfg
             .connection_buffer_bytes_max
             .max(4 * self.cfg.p2p_frame_bytes_max);
-        if self.conns[key].wbuf.len() + t.frame.encoded_len() > limit {
+        self.mark_dirty(key);
+        let wbuf = &mut self.conns[key].wbuf;
+        let before = wbuf.len();
+        if before + t.frame.encode(wbuf) > limit {
+            wbuf.truncate(before);
             log::warn!(
                 "[{}] send buffer to {} full; dropping a type {} frame",
                 self.me.id.short(),
                 t.to,
                 t.frame.msg.msg_type()
             );
-            return;
         }
-        self.mark_dirty(key);
-        t.frame.encode(&mut self.conns[key].wbuf);
     }
 
     fn client_reply(&mut self, client: ClientId, reply: ApiReply) {
-        let (key, generation) = ((client & 0xffff_ffff) as usize, (client >> 32) as u32);
-        if self
-            .conns
-            .get(key)
-            .is_none_or(|c| c.generation != generation)
-        {
+        let Some(key) = self.live_client(client) else {
             return; // the client has gone
-        }
+        };
         self.mark_dirty(key);
-        let c = &mut self.conns[key];
-        c.awaiting = c.awaiting.saturating_sub(1);
-        reply.encode(&mut c.wbuf);
+        reply.encode(&mut self.conns[key].wbuf);
+    }
+
+    fn peer_named(&mut self, conn: SocketAddr, node: Peer) {
+        if let Some(&key) = self.peers.get(&conn) {
+            self.name_peer(key, node);
+        }
+    }
+
+    fn client_done(&mut self, client: ClientId) {
+        let Some(key) = self.live_client(client) else {
+            return;
+        };
+        self.conns[key].answered_all = true;
+        self.mark_dirty(key);
     }
 }
 

@@ -1,15 +1,21 @@
 //! A deterministic discrete-event simulator that drives the very same [`Node`] as the reactor:
 //! one heap of `(time, seq, event)`, a seeded network with latency, loss and crashes, and the
 //! reference model ([`oracle`]) as the judge. The same seed gives the same trace hash.
+//!
+//! Messages cross the same byte codec as in production: every frame is encoded on send (after the
+//! node's greeting on a link's first use), travels as bytes on a per-link FIFO stream, cut into
+//! pieces that arrive separately, and is decoded on arrival with the reactor's frame size limit.
 
 pub mod oracle;
 
-use crate::chord::{self, ClientId, Collected, Node, Transmit};
+use crate::chord::{self, ClientId, Collected, Input, Node, Transmit};
 use crate::config::NodeConfig;
 use crate::id::{Id, Key};
+use crate::msg::{Frame, PeerMsg};
 use crate::time::{Prng, Time};
 use crate::wire::api::{ApiReply, ApiRequest};
-use crate::wire::p2p::{Frame, PeerMsg};
+use crate::wire::p2p;
+use bytes::{Bytes, BytesMut};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::SocketAddr;
@@ -21,6 +27,8 @@ pub struct NetConfig {
     pub latency_max_ms: u64,
     /// Chance that a message is lost (the request then times out).
     pub loss: f64,
+    /// The largest frame a receiver decodes (the reactor's `p2p_frame_bytes_max`).
+    pub frame_bytes_max: usize,
 }
 
 impl Default for NetConfig {
@@ -29,16 +37,18 @@ impl Default for NetConfig {
             latency_min_ms: 5,
             latency_max_ms: 50,
             loss: 0.0,
+            frame_bytes_max: crate::config::Config::default().reactor.p2p_frame_bytes_max,
         }
     }
 }
 
 #[derive(Debug)]
 enum Event {
+    /// A piece of the byte stream from `from` to `to`.
     Deliver {
         from: SocketAddr,
         to: SocketAddr,
-        frame: Frame,
+        bytes: Bytes,
     },
     Unreachable {
         at: SocketAddr,
@@ -81,6 +91,17 @@ impl Ord for Scheduled {
     }
 }
 
+/// One direction of a simulated connection.
+#[derive(Default)]
+struct Link {
+    /// When the last piece sent on it arrives: later pieces never overtake it.
+    clock: Time,
+    /// The sender's greeting has gone first.
+    greeted: bool,
+    /// Bytes arrived and not yet decoded (part of a frame).
+    received: BytesMut,
+}
+
 pub struct SimNode {
     pub node: Node,
     /// The wake-up the node asked for last; older timer events are stale.
@@ -110,8 +131,8 @@ pub struct Sim {
     node_cfg: NodeConfig,
     net: NetConfig,
     rng: Prng,
-    /// Per directed link, the last delivery time: links are FIFO like TCP.
-    link_clock: BTreeMap<(SocketAddr, SocketAddr), Time>,
+    /// Per directed link, its stream state: links are FIFO like TCP.
+    links: BTreeMap<(SocketAddr, SocketAddr), Link>,
     next_addr: u32,
     trace: u64,
     pub events: u64,
@@ -135,7 +156,7 @@ impl Sim {
             node_cfg,
             net,
             rng: Prng::new(seed),
-            link_clock: BTreeMap::new(),
+            links: BTreeMap::new(),
             next_addr: 0,
             trace: 0xcbf2_9ce4_8422_2325,
             events: 0,
@@ -248,7 +269,7 @@ impl Sim {
         let Some(n) = self.nodes.get_mut(&addr) else {
             return;
         };
-        n.node.handle_leave(self.now);
+        n.node.handle_input(Input::Leave, self.now);
         self.after_handle(addr);
         self.schedule(self.now + 3000, Event::Gone { at: addr });
     }
@@ -260,7 +281,10 @@ impl Sim {
 
     /// Delivers `frame` to `to` as if `from` had sent it now (tests forge late or odd messages).
     pub fn deliver(&mut self, from: SocketAddr, to: SocketAddr, frame: Frame) {
-        self.schedule(self.now, Event::Deliver { from, to, frame });
+        let mut bytes = BytesMut::new();
+        frame.encode(&mut bytes);
+        let bytes = bytes.freeze();
+        self.schedule(self.now, Event::Deliver { from, to, bytes });
     }
 
     pub fn client_request(&mut self, at: SocketAddr, client: ClientId, req: ApiRequest) {
@@ -278,14 +302,7 @@ impl Sim {
             last_hop: false,
             reply_to: PROBER,
         };
-        self.schedule(
-            self.now,
-            Event::Deliver {
-                from: PROBER,
-                to: at,
-                frame: Frame::new(request, msg),
-            },
-        );
+        self.deliver(PROBER, at, Frame::new(request, msg));
     }
 
     /// Runs events until simulated time `until`.
@@ -324,26 +341,15 @@ impl Sim {
 
     fn step(&mut self, event: Event) {
         self.events += 1;
-        let at = match event {
-            Event::Deliver { from, to, frame } => {
-                self.hash_event(1, to, frame.msg.msg_type() as u64);
-                if to == PROBER {
-                    self.on_probe_answer(frame);
-                    return;
+        match event {
+            Event::Deliver { from, to, bytes } => {
+                if to == PROBER || self.nodes.contains_key(&to) {
+                    self.receive(from, to, &bytes);
                 }
-                let Some(n) = self.nodes.get_mut(&to) else {
-                    return;
-                };
-                n.node.handle_peer_msg(from, frame, self.now);
-                to
             }
             Event::Unreachable { at, peer } => {
                 self.hash_event(2, at, 0);
-                let Some(n) = self.nodes.get_mut(&at) else {
-                    return;
-                };
-                n.node.handle_peer_unreachable(peer, self.now);
-                at
+                self.input(at, Input::PeerUnreachable { peer });
             }
             Event::Timer { at } => {
                 let Some(n) = self.nodes.get_mut(&at) else {
@@ -353,23 +359,54 @@ impl Sim {
                     return; // superseded by a later request
                 }
                 n.wake = None;
-                n.node.handle_timeout(self.now);
                 self.hash_event(3, at, 0);
-                at
+                self.input(at, Input::Timeout);
             }
             Event::Gone { at } => {
                 self.nodes.remove(&at);
-                return;
             }
             Event::Client { at, client, req } => {
                 self.hash_event(4, at, client);
-                let Some(n) = self.nodes.get_mut(&at) else {
-                    return;
-                };
-                n.node.handle_client_req(client, req, self.now);
-                at
+                self.input(at, Input::ClientRequest { client, req });
             }
+        }
+    }
+
+    /// Bytes arrive on the link `from → to`: every whole frame is decoded and handed in. Bytes that
+    /// break the protocol close the link, as the reactor would close the connection.
+    fn receive(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+        let link = self.links.entry((from, to)).or_default();
+        link.received.extend_from_slice(bytes);
+        loop {
+            let link = self.links.get_mut(&(from, to)).expect("the link");
+            let frame = match p2p::decode_frame(&mut link.received, self.net.frame_bytes_max) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return,
+                Err(e) => {
+                    log::warn!("sim: link {from} → {to} closed: {e}");
+                    self.links.remove(&(from, to));
+                    let at = self.now + self.net.latency_min_ms;
+                    return self.schedule(at, Event::Unreachable { at: from, peer: to });
+                }
+            };
+            self.hash_event(1, to, frame.msg.msg_type() as u64);
+            if to == PROBER {
+                self.on_probe_answer(frame);
+                continue;
+            }
+            if !self.nodes.contains_key(&to) {
+                return;
+            }
+            self.input(to, Input::PeerFrame { from, frame });
+        }
+    }
+
+    /// Hands `input` to the live node at `at`, then delivers its outputs and checks it.
+    fn input(&mut self, at: SocketAddr, input: Input) {
+        let Some(n) = self.nodes.get_mut(&at) else {
+            return;
         };
+        n.node.handle_input(input, self.now);
         self.after_handle(at);
         self.nodes[&at].node.check_invariants();
         if self.nodes[&at].node.leave_done() {
@@ -419,9 +456,6 @@ impl Sim {
     }
 
     fn transmit(&mut self, from: SocketAddr, t: Transmit) {
-        let counter = self.traffic.entry(t.frame.msg.msg_type()).or_default();
-        counter.0 += 1;
-        counter.1 += t.frame.encoded_len() as u64;
         let latency = self.net.latency_min_ms
             + self
                 .rng
@@ -437,20 +471,43 @@ impl Sim {
             );
             return;
         }
+        let mut bytes = BytesMut::new();
+        let link = self.links.entry((from, t.to)).or_default();
+        if !link.greeted && from != PROBER {
+            link.greeted = true;
+            self.nodes[&from].node.greeting().encode(&mut bytes);
+        }
+        let len = t.frame.encode(&mut bytes);
+        let counter = self.traffic.entry(t.frame.msg.msg_type()).or_default();
+        counter.0 += 1;
+        counter.1 += len as u64;
+        // A lost message is lost whole: the stream stays in step, the request times out.
         if self.net.loss > 0.0 && self.rng.chance(self.net.loss) {
             return;
         }
-        let clock = self.link_clock.entry((from, t.to)).or_insert(Time::ZERO);
-        let at = (self.now + latency).max(*clock);
-        *clock = at;
-        self.schedule(
-            at,
-            Event::Deliver {
-                from,
-                to: t.to,
-                frame: t.frame,
-            },
-        );
+        let link = self.links.get_mut(&(from, t.to)).expect("the link");
+        let at = (self.now + latency).max(link.clock);
+        // Pieces arrive one millisecond apart: frames are decoded from partial reads.
+        let pieces = 1 + self.rng.below(3);
+        link.clock = at + (pieces - 1);
+        let mut bytes = bytes.freeze();
+        for i in 0..pieces {
+            let cut = if i + 1 == pieces {
+                bytes.len()
+            } else {
+                self.rng.below(bytes.len() as u64 + 1) as usize
+            };
+            let piece = bytes.split_to(cut);
+            let to = t.to;
+            self.schedule(
+                at + i,
+                Event::Deliver {
+                    from,
+                    to,
+                    bytes: piece,
+                },
+            );
+        }
     }
 
     fn schedule(&mut self, time: Time, event: Event) {

@@ -3,7 +3,6 @@
 //! bytes", `Ok(Some(_))` consumed exactly one frame, `Err(_)` means the stream is unusable (close it).
 
 pub mod api;
-pub mod arena;
 pub mod p2p;
 
 use bytes::{Buf, BufMut};
@@ -43,13 +42,4 @@ pub(crate) fn get_addr(buf: &mut impl Buf) -> Option<SocketAddr> {
         _ => return None,
     };
     Some(SocketAddr::new(ip, buf.get_u16()))
-}
-
-/// Bytes [`put_addr`] writes for `addr`.
-pub(crate) fn addr_len(addr: &SocketAddr) -> usize {
-    if addr.is_ipv4() {
-        1 + 4 + 2
-    } else {
-        1 + 16 + 2
-    }
 }

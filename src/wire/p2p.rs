@@ -5,174 +5,15 @@
 //! lets many requests and replies share one connection in any order; the u32 size lets a frame carry
 //! the largest API value (65495 bytes) plus its own fields, bounded by `[dht] p2p_frame_bytes_max`.
 
-use super::{addr_len, get_addr, put_addr};
-use crate::id::{Id, Key};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use super::{get_addr, put_addr};
+use crate::id::Id;
+use crate::msg::*;
+use bytes::{Buf, BufMut, BytesMut};
 use std::fmt;
-use std::net::SocketAddr;
 
 /// "VPDH": VoidPhone DHT.
 pub const MAGIC: u32 = 0x5650_4448;
 pub const HEADER_BYTES: usize = 4 + 4 + 2 + 8;
-/// STORAGE PUT `replication` bit 7: a copy (replica, repair, hand-off) rather than a write to the
-/// responsible node; bits 0–6 carry the number of copies wanted either way.
-pub const COPY_FLAG: u8 = 0x80;
-/// The most peers one message lists (successor lists are bounded well below it by config).
-pub const PEERS_MAX: usize = 64;
-
-pub const STORAGE_GET: u16 = 1001;
-pub const STORAGE_PUT: u16 = 1002;
-pub const STORAGE_GET_SUCCESS: u16 = 1003;
-pub const STORAGE_PUT_SUCCESS: u16 = 1004;
-pub const STORAGE_FAILURE: u16 = 1005;
-pub const SYNC: u16 = 1006;
-pub const SYNC_REPLY: u16 = 1007;
-pub const PEER_FIND: u16 = 1051;
-pub const PEER_FOUND: u16 = 1052;
-pub const PREDECESSOR_GET: u16 = 1053;
-pub const PREDECESSOR_REPLY: u16 = 1054;
-pub const PREDECESSOR_SET: u16 = 1055;
-pub const HELLO: u16 = 1056;
-pub const PING: u16 = 1057;
-pub const PONG: u16 = 1058;
-pub const INFO_GET: u16 = 1059;
-pub const INFO_REPLY: u16 = 1060;
-pub const LEAVE: u16 = 1061;
-pub const SUCCESSOR_HINT: u16 = 1062;
-/// Buckets a repair summary splits a key range into (by the key's top 6 bits).
-pub const SYNC_BUCKETS: usize = 64;
-/// The most keys one SYNC REPLY lists: 60,028 bytes in all, under the smallest frame limit (65,600).
-pub const SYNC_KEYS_MAX: usize = 1500;
-
-/// A node as other nodes know it: its ring id and advertised P2P address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Peer {
-    pub id: Id,
-    pub addr: SocketAddr,
-}
-
-/// Why a STORAGE request failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailureReason {
-    NotFound = 1,
-    /// The store is full (byte quota) or the value was refused.
-    Refused = 2,
-    /// The receiver is not responsible for the key (the sender's view of the ring is stale) and
-    /// holds no copy: look the key up again.
-    NotResponsible = 3,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PeerMsg {
-    /// Fetch the value under `key`.
-    StorageGet {
-        key: Key,
-    },
-    /// Store a value for `ttl_ms` more milliseconds, `replication` copies wanted. Without
-    /// [`COPY_FLAG`] it is a write to the key's responsible node, which copies it to its next
-    /// `replication - 1` successors; with it, such a copy (or a repair, a hand-off), stored unless the
-    /// receiver holds a newer `version` (a write's version is set by the responsible node; 0 here).
-    StoragePut {
-        ttl_ms: u32,
-        replication: u8,
-        version: u64,
-        key: Key,
-        value: Bytes,
-    },
-    /// The value, its time left, the number of copies wanted and its version.
-    StorageGetSuccess {
-        ttl_ms: u32,
-        replication: u8,
-        version: u64,
-        key: Key,
-        value: Bytes,
-    },
-    /// Carries the SHA-256 of the stored value; the sender checks it against what it sent.
-    StoragePutSuccess {
-        key: Key,
-        value_hash: Id,
-    },
-    StorageFailure {
-        key: Key,
-        reason: FailureReason,
-    },
-    /// Find the node responsible for `target`; forwarded recursively, answered to `reply_to`.
-    /// `last_hop`: the sender's successor pointer says the receiver is responsible.
-    PeerFind {
-        target: Id,
-        hops: u8,
-        last_hop: bool,
-        reply_to: SocketAddr,
-    },
-    /// `nodes[0]` is responsible for `target`; the rest are its successors (the replica holders).
-    PeerFound {
-        target: Id,
-        hops: u8,
-        nodes: Vec<Peer>,
-    },
-    PredecessorGet,
-    /// The answerer's predecessor and successor list (Zave's stabilize asks for both at once).
-    PredecessorReply {
-        pred: Option<Peer>,
-        succs: Vec<Peer>,
-    },
-    /// "I may be your predecessor" (Chord's notify; the receiver rectifies).
-    PredecessorSet {
-        node: Peer,
-    },
-    /// "This node may lie between you and your successor": the receiver probes it at once instead
-    /// of waiting for its next stabilize round (sent when a notify changes or loses to a predecessor).
-    SuccessorHint {
-        node: Peer,
-    },
-    /// First message on every connection a node opens: who is speaking.
-    Hello {
-        node: Peer,
-    },
-    Ping,
-    Pong,
-    /// Repair summary from a key range's responsible node to its `index`-th successor: per bucket,
-    /// the XOR digest and count of the keys in `(from, to]` that holder should keep.
-    Sync {
-        from: Id,
-        to: Id,
-        index: u8,
-        buckets: Vec<(u64, u32)>,
-    },
-    /// The holder's answer: a bitmap of the buckets that differ and the keys it holds in them, each
-    /// with the version it holds.
-    SyncReply {
-        differing: u64,
-        keys: Vec<(Key, u64)>,
-    },
-    /// The sender leaves the ring: here are its predecessor and successors.
-    Leave {
-        node: Peer,
-        pred: Option<Peer>,
-        succs: Vec<Peer>,
-    },
-    /// Operator view: ask a node for its ring pointers and storage counts.
-    InfoGet,
-    InfoReply(NodeInfo),
-}
-
-/// What a node says of itself (INFO REPLY): its ring pointers and how many values it holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeInfo {
-    pub node: Peer,
-    pub pred: Option<Peer>,
-    pub succs: Vec<Peer>,
-    /// Values in its own range (pred, node].
-    pub values_primary: u32,
-    pub values_replica: u32,
-    pub bytes_stored: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Frame {
-    pub request: u64,
-    pub msg: PeerMsg,
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum P2pError {
@@ -211,178 +52,117 @@ impl fmt::Display for P2pError {
 
 impl std::error::Error for P2pError {}
 
-impl PeerMsg {
-    pub fn msg_type(&self) -> u16 {
-        match self {
-            PeerMsg::StorageGet { .. } => STORAGE_GET,
-            PeerMsg::StoragePut { .. } => STORAGE_PUT,
-            PeerMsg::StorageGetSuccess { .. } => STORAGE_GET_SUCCESS,
-            PeerMsg::StoragePutSuccess { .. } => STORAGE_PUT_SUCCESS,
-            PeerMsg::StorageFailure { .. } => STORAGE_FAILURE,
-            PeerMsg::PeerFind { .. } => PEER_FIND,
-            PeerMsg::PeerFound { .. } => PEER_FOUND,
-            PeerMsg::PredecessorGet => PREDECESSOR_GET,
-            PeerMsg::PredecessorReply { .. } => PREDECESSOR_REPLY,
-            PeerMsg::PredecessorSet { .. } => PREDECESSOR_SET,
-            PeerMsg::SuccessorHint { .. } => SUCCESSOR_HINT,
-            PeerMsg::Hello { .. } => HELLO,
-            PeerMsg::Ping => PING,
-            PeerMsg::Pong => PONG,
-            PeerMsg::InfoGet => INFO_GET,
-            PeerMsg::InfoReply(_) => INFO_REPLY,
-            PeerMsg::Sync { .. } => SYNC,
-            PeerMsg::SyncReply { .. } => SYNC_REPLY,
-            PeerMsg::Leave { .. } => LEAVE,
-        }
-    }
-
-    fn body_len(&self) -> usize {
-        let peer_len = |p: &Peer| 32 + addr_len(&p.addr);
-        match self {
-            PeerMsg::StorageGet { .. } => 32,
-            PeerMsg::StoragePut { value, .. } | PeerMsg::StorageGetSuccess { value, .. } => {
-                4 + 1 + 8 + 32 + value.len()
-            }
-            PeerMsg::StoragePutSuccess { .. } => 64,
-            PeerMsg::StorageFailure { .. } => 33,
-            PeerMsg::PeerFind { reply_to, .. } => 34 + addr_len(reply_to),
-            PeerMsg::PeerFound { nodes, .. } => 34 + nodes.iter().map(peer_len).sum::<usize>(),
-            PeerMsg::PredecessorGet | PeerMsg::Ping | PeerMsg::Pong | PeerMsg::InfoGet => 0,
-            PeerMsg::PredecessorReply { pred, succs } => {
-                2 + pred.as_ref().map_or(0, peer_len) + succs.iter().map(peer_len).sum::<usize>()
-            }
-            PeerMsg::InfoReply(i) => {
-                peer_len(&i.node)
-                    + 2
-                    + i.pred.as_ref().map_or(0, peer_len)
-                    + i.succs.iter().map(peer_len).sum::<usize>()
-                    + 16
-            }
-            PeerMsg::Sync { buckets, .. } => 65 + 12 * buckets.len(),
-            PeerMsg::SyncReply { keys, .. } => 8 + 2 + 40 * keys.len(),
-            PeerMsg::Leave { node, pred, succs } => {
-                peer_len(node)
-                    + 2
-                    + pred.as_ref().map_or(0, peer_len)
-                    + succs.iter().map(peer_len).sum::<usize>()
-            }
-            PeerMsg::PredecessorSet { node }
-            | PeerMsg::SuccessorHint { node }
-            | PeerMsg::Hello { node } => peer_len(node),
-        }
+impl Frame {
+    /// Appends the encoded frame to `out` (no intermediate allocation); returns its length. The
+    /// size field is written last, once the body's length is known.
+    pub fn encode(&self, out: &mut BytesMut) -> usize {
+        let start = out.len();
+        out.put_u32(MAGIC);
+        out.put_u32(0);
+        out.put_u16(self.msg.msg_type());
+        out.put_u64(self.request);
+        encode_body(&self.msg, out);
+        let size = out.len() - start;
+        assert!(size <= u32::MAX as usize);
+        out[start + 4..start + 8].copy_from_slice(&(size as u32).to_be_bytes());
+        size
     }
 }
 
-impl Frame {
-    pub fn new(request: u64, msg: PeerMsg) -> Frame {
-        Frame { request, msg }
-    }
-
-    /// The encoded size of this frame.
-    pub fn encoded_len(&self) -> usize {
-        HEADER_BYTES + self.msg.body_len()
-    }
-
-    /// Appends the encoded frame to `out` (no intermediate allocation).
-    pub fn encode(&self, out: &mut impl BufMut) {
-        assert!(self.encoded_len() <= u32::MAX as usize);
-        out.put_u32(MAGIC);
-        out.put_u32(self.encoded_len() as u32);
-        out.put_u16(self.msg.msg_type());
-        out.put_u64(self.request);
-        match &self.msg {
-            PeerMsg::StorageGet { key } => out.put_slice(&key.0),
-            // The same layout: a value with its time left, replication and version.
-            PeerMsg::StoragePut {
-                ttl_ms,
-                replication,
-                version,
-                key,
-                value,
-            }
-            | PeerMsg::StorageGetSuccess {
-                ttl_ms,
-                replication,
-                version,
-                key,
-                value,
-            } => {
-                out.put_u32(*ttl_ms);
-                out.put_u8(*replication);
-                out.put_u64(*version);
-                out.put_slice(&key.0);
-                out.put_slice(value);
-            }
-            PeerMsg::StoragePutSuccess { key, value_hash } => {
-                out.put_slice(&key.0);
-                out.put_slice(&value_hash.0);
-            }
-            PeerMsg::StorageFailure { key, reason } => {
-                out.put_slice(&key.0);
-                out.put_u8(*reason as u8);
-            }
-            PeerMsg::PeerFind {
-                target,
-                hops,
-                last_hop,
-                reply_to,
-            } => {
-                out.put_slice(&target.0);
-                out.put_u8(*hops);
-                out.put_u8(*last_hop as u8);
-                put_addr(out, reply_to);
-            }
-            PeerMsg::PeerFound {
-                target,
-                hops,
-                nodes,
-            } => {
-                assert!(nodes.len() <= PEERS_MAX);
-                out.put_slice(&target.0);
-                out.put_u8(*hops);
-                put_peers(out, nodes);
-            }
-            PeerMsg::PredecessorGet | PeerMsg::Ping | PeerMsg::Pong | PeerMsg::InfoGet => {}
-            PeerMsg::PredecessorReply { pred, succs } => put_pred_succs(out, pred, succs),
-            PeerMsg::InfoReply(i) => {
-                put_peer(out, &i.node);
-                put_pred_succs(out, &i.pred, &i.succs);
-                out.put_u32(i.values_primary);
-                out.put_u32(i.values_replica);
-                out.put_u64(i.bytes_stored);
-            }
-            PeerMsg::Sync {
-                from,
-                to,
-                index,
-                buckets,
-            } => {
-                assert_eq!(buckets.len(), SYNC_BUCKETS);
-                out.put_slice(&from.0);
-                out.put_slice(&to.0);
-                out.put_u8(*index);
-                for (digest, count) in buckets {
-                    out.put_u64(*digest);
-                    out.put_u32(*count);
-                }
-            }
-            PeerMsg::SyncReply { differing, keys } => {
-                assert!(keys.len() <= SYNC_KEYS_MAX);
-                out.put_u64(*differing);
-                out.put_u16(keys.len() as u16);
-                for (k, version) in keys {
-                    out.put_slice(&k.0);
-                    out.put_u64(*version);
-                }
-            }
-            PeerMsg::Leave { node, pred, succs } => {
-                put_peer(out, node);
-                put_pred_succs(out, pred, succs);
-            }
-            PeerMsg::PredecessorSet { node }
-            | PeerMsg::SuccessorHint { node }
-            | PeerMsg::Hello { node } => put_peer(out, node),
+/// The body of `msg`, in the layout of its type.
+fn encode_body(msg: &PeerMsg, out: &mut BytesMut) {
+    match msg {
+        PeerMsg::StorageGet { key } => out.put_slice(&key.0),
+        // The same layout: a value with its time left, replication and version.
+        PeerMsg::StoragePut {
+            ttl_ms,
+            replication,
+            version,
+            key,
+            value,
         }
+        | PeerMsg::StorageGetSuccess {
+            ttl_ms,
+            replication,
+            version,
+            key,
+            value,
+        } => {
+            out.put_u32(*ttl_ms);
+            out.put_u8(*replication);
+            out.put_u64(*version);
+            out.put_slice(&key.0);
+            out.put_slice(value);
+        }
+        PeerMsg::StoragePutSuccess { key, value_hash } => {
+            out.put_slice(&key.0);
+            out.put_slice(&value_hash.0);
+        }
+        PeerMsg::StorageFailure { key, reason } => {
+            out.put_slice(&key.0);
+            out.put_u8(*reason as u8);
+        }
+        PeerMsg::PeerFind {
+            target,
+            hops,
+            last_hop,
+            reply_to,
+        } => {
+            out.put_slice(&target.0);
+            out.put_u8(*hops);
+            out.put_u8(*last_hop as u8);
+            put_addr(out, reply_to);
+        }
+        PeerMsg::PeerFound {
+            target,
+            hops,
+            nodes,
+        } => {
+            assert!(nodes.len() <= PEERS_MAX);
+            out.put_slice(&target.0);
+            out.put_u8(*hops);
+            put_peers(out, nodes);
+        }
+        PeerMsg::PredecessorGet | PeerMsg::Ping | PeerMsg::Pong | PeerMsg::InfoGet => {}
+        PeerMsg::PredecessorReply { pred, succs } => put_pred_succs(out, pred, succs),
+        PeerMsg::InfoReply(i) => {
+            put_peer(out, &i.node);
+            put_pred_succs(out, &i.pred, &i.succs);
+            out.put_u32(i.values_primary);
+            out.put_u32(i.values_replica);
+            out.put_u64(i.bytes_stored);
+        }
+        PeerMsg::Sync {
+            from,
+            to,
+            index,
+            buckets,
+        } => {
+            assert_eq!(buckets.len(), SYNC_BUCKETS);
+            out.put_slice(&from.0);
+            out.put_slice(&to.0);
+            out.put_u8(*index);
+            for (digest, count) in buckets {
+                out.put_u64(*digest);
+                out.put_u32(*count);
+            }
+        }
+        PeerMsg::SyncReply { differing, keys } => {
+            assert!(keys.len() <= SYNC_KEYS_MAX);
+            out.put_u64(*differing);
+            out.put_u16(keys.len() as u16);
+            for (k, version) in keys {
+                out.put_slice(&k.0);
+                out.put_u64(*version);
+            }
+        }
+        PeerMsg::Leave { node, pred, succs } => {
+            put_peer(out, node);
+            put_pred_succs(out, pred, succs);
+        }
+        PeerMsg::PredecessorSet { node }
+        | PeerMsg::SuccessorHint { node }
+        | PeerMsg::Hello { node } => put_peer(out, node),
     }
 }
 
@@ -641,6 +421,8 @@ fn take_peers(b: &mut BytesMut) -> Option<Vec<Peer>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use std::net::SocketAddr;
 
     const MAX: usize = 70_000;
 
@@ -750,8 +532,8 @@ mod tests {
         let mut all = BytesMut::new();
         for f in &frames {
             let before = all.len();
-            f.encode(&mut all);
-            assert_eq!(all.len() - before, f.encoded_len());
+            let len = f.encode(&mut all);
+            assert_eq!(all.len() - before, len);
         }
         for chunk in [1usize, 7, 1000, usize::MAX] {
             let mut src = all.clone();

@@ -1,0 +1,527 @@
+//! Client requests: a DHT GET or PUT routed to the key's responsible node (here, through the
+//! successor list, the routing cache's guess, or a lookup), the replica holders tried in turn, retries
+//! through other routes, and exactly one answer per GET. Owns the client operations in flight, the
+//! per-client count of unanswered GETs (a client that hung up is done when it reaches zero), and a
+//! pool of holder lists. Reads and writes local values through [`Values`]; no part calls it.
+
+use super::context::{Ctx, Part, Requests};
+use super::routing;
+use super::values::{Values, ttl_ms};
+use super::{ClientId, Output};
+use crate::id::{Id, Key};
+use crate::msg::{FailureReason, Peer, PeerMsg};
+use crate::time::Time;
+use crate::wire::api::{ApiReply, ApiRequest};
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+/// Lookups a client request may start before it is given up (each takes another first hop).
+const ATTEMPTS_MAX: usize = 8;
+/// Pause before retrying a client request, times the attempt number.
+const RETRY_BACKOFF_MS: u64 = 50;
+/// Holder lists the pool keeps at most.
+const PEER_LISTS_MAX: usize = 64;
+
+/// A client's request while it is routed.
+#[derive(Debug)]
+struct ClientOp {
+    client: ClientId,
+    key: Key,
+    kind: OpKind,
+    deadline: Time,
+    attempt: usize,
+    /// Routed on a guess (the routing cache, a successor's list): a miss then means "look it up",
+    /// not "not found".
+    guessed: bool,
+}
+
+#[derive(Debug)]
+enum OpKind {
+    Get,
+    Put {
+        value: Bytes,
+        expires: Time,
+        replication: u8,
+    },
+}
+
+/// Whom a STORAGE request went to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Asked {
+    /// The node believed responsible: "not responsible" means our view is stale.
+    Owner,
+    /// A replica holder.
+    Replica,
+}
+
+/// How a holder let us down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Miss {
+    /// It answered that it has no such value.
+    NotFound,
+    /// It did not answer.
+    NoAnswer,
+}
+
+/// What a client request waits for.
+#[derive(Debug)]
+enum Waiting {
+    /// PEER FOUND for the op's key.
+    Lookup(ClientOp),
+    /// The answer of a holder, with the holders still to try.
+    Holder {
+        op: ClientOp,
+        rest: Vec<Peer>,
+        asked: Asked,
+    },
+    /// A pause before routing again; no message is in flight.
+    Retry(ClientOp),
+}
+
+pub(super) struct Clients {
+    requests: Requests<Waiting>,
+    lists: PeerLists,
+    /// GETs handed to us and not answered yet, per client (no entry: none).
+    unanswered: BTreeMap<ClientId, u32>,
+    /// Clients that hung up with GETs unanswered: done when the count reaches zero.
+    hung_up: BTreeSet<ClientId>,
+}
+
+impl Clients {
+    pub fn new(ctx: &Ctx) -> Clients {
+        Clients {
+            requests: Requests::new(Part::Clients, ctx.cfg.pending_requests_max),
+            lists: PeerLists::default(),
+            unanswered: BTreeMap::new(),
+            hung_up: BTreeSet::new(),
+        }
+    }
+
+    pub fn requests_len(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// A request from an API client. TTL and replication are hints: clamped to our policy.
+    pub fn on_request(
+        &mut self,
+        ctx: &mut Ctx,
+        values: &mut Values,
+        client: ClientId,
+        req: ApiRequest,
+    ) {
+        let (key, kind) = match req {
+            ApiRequest::Get { key } => {
+                ctx.stats.client_gets += 1;
+                *self.unanswered.entry(client).or_default() += 1;
+                (key, OpKind::Get)
+            }
+            ApiRequest::Put {
+                ttl_s,
+                replication,
+                key,
+                value,
+            } => {
+                ctx.stats.client_puts += 1;
+                let ttl_ms = ttl_s.clamp(1, ctx.cfg.ttl_max_s) as u64 * 1000;
+                let replication =
+                    replication.clamp(ctx.cfg.replication_min, ctx.cfg.replication_max);
+                let expires = ctx.now + ttl_ms;
+                (
+                    key,
+                    OpKind::Put {
+                        value,
+                        expires,
+                        replication,
+                    },
+                )
+            }
+        };
+        let op = ClientOp {
+            client,
+            key,
+            kind,
+            deadline: ctx.now + ctx.cfg.lookup_timeout_ms,
+            attempt: 0,
+            guessed: false,
+        };
+        if self.requests.is_full() {
+            log::warn!(
+                "[{}] {} client requests pending; refusing one",
+                ctx.short(),
+                self.requests.len()
+            );
+            return self.failed(ctx, op);
+        }
+        self.route(ctx, values, op);
+    }
+
+    /// The client will send nothing more: it is done once every GET it sent is answered.
+    pub fn on_hung_up(&mut self, ctx: &mut Ctx, client: ClientId) {
+        if self.unanswered.contains_key(&client) {
+            self.hung_up.insert(client);
+        } else {
+            ctx.output(Output::ClientDone { client });
+        }
+    }
+
+    /// The client's connection is gone: its answers, if any still come, go nowhere.
+    pub fn on_gone(&mut self, client: ClientId) {
+        self.unanswered.remove(&client);
+        self.hung_up.remove(&client);
+    }
+
+    /// Sends a request on its way: answered here, by a node we know to be responsible, by the
+    /// routing cache's guess, or after a lookup.
+    fn route(&mut self, ctx: &mut Ctx, values: &mut Values, mut op: ClientOp) {
+        op.guessed = false;
+        if !ctx.joined {
+            return self.retry(ctx, op);
+        }
+        let key = op.key;
+        let mut nodes = self.lists.take();
+        if ctx.ring.owns(&key) {
+            ctx.stats.lookups_local += 1;
+            routing::nodes_from_me_into(ctx, &mut nodes);
+            return self.at_holders(ctx, values, op, nodes);
+        }
+        if op.attempt == 0 && guess_holders(ctx, &mut op, &mut nodes) {
+            return self.at_holders(ctx, values, op, nodes);
+        }
+        self.lists.give(nodes);
+        let skip = op.attempt;
+        routing::find(ctx, &mut self.requests, key, skip, Waiting::Lookup(op));
+    }
+
+    /// The responsible node (`nodes[0]`) and its successors are known: read or write there.
+    /// `nodes` (a pooled list) goes back to the pool, or on with the request as its fallbacks.
+    fn at_holders(
+        &mut self,
+        ctx: &mut Ctx,
+        values: &mut Values,
+        op: ClientOp,
+        mut nodes: Vec<Peer>,
+    ) {
+        if nodes.is_empty() {
+            self.lists.give(nodes);
+            return self.retry(ctx, op);
+        }
+        let owner = nodes.remove(0);
+        let rest = nodes;
+        let here = owner.id == ctx.ring.me.id;
+        match &op.kind {
+            OpKind::Get if here => match values.read(ctx, &op.key) {
+                Some(value) => {
+                    let reply = ApiReply::Success { key: op.key, value };
+                    self.answer(ctx, op.client, reply);
+                    self.lists.give(rest);
+                }
+                // A value stored just before we took over may still sit on the next replicas.
+                None => self.next_holder(ctx, op, rest, Miss::NotFound),
+            },
+            OpKind::Get => self.ask_holder(ctx, owner, op, rest, Asked::Owner),
+            OpKind::Put {
+                value,
+                expires,
+                replication,
+            } if here => {
+                self.lists.give(rest);
+                if values
+                    .write(ctx, op.key, value, *expires, *replication)
+                    .is_err()
+                {
+                    ctx.stats.put_failures += 1;
+                }
+            }
+            OpKind::Put { .. } => {
+                // A write goes to the responsible node only: no fallbacks.
+                self.lists.give(rest);
+                self.write_at(ctx, owner, op);
+            }
+        }
+    }
+
+    /// STORAGE PUT of a client's write to the responsible node (which sets the version).
+    fn write_at(&mut self, ctx: &mut Ctx, owner: Peer, op: ClientOp) {
+        let OpKind::Put {
+            value,
+            expires,
+            replication,
+        } = &op.kind
+        else {
+            unreachable!("a write")
+        };
+        let msg = PeerMsg::StoragePut {
+            ttl_ms: ttl_ms(*expires, ctx.now),
+            replication: *replication,
+            version: 0,
+            key: op.key,
+            value: value.clone(),
+        };
+        let what = Waiting::Holder {
+            op,
+            rest: Vec::new(),
+            asked: Asked::Owner,
+        };
+        self.requests.send(ctx, owner.addr, msg, what);
+    }
+
+    fn ask_holder(
+        &mut self,
+        ctx: &mut Ctx,
+        holder: Peer,
+        op: ClientOp,
+        rest: Vec<Peer>,
+        asked: Asked,
+    ) {
+        let msg = PeerMsg::StorageGet { key: op.key };
+        let what = Waiting::Holder { op, rest, asked };
+        self.requests.send(ctx, holder.addr, msg, what);
+    }
+
+    /// The holder did not have the value or did not answer: try the next replica holder; when none
+    /// is left, a miss on a sure route is final, anything else is retried through another route.
+    fn next_holder(&mut self, ctx: &mut Ctx, op: ClientOp, mut rest: Vec<Peer>, miss: Miss) {
+        let is_get = matches!(op.kind, OpKind::Get);
+        while is_get && ctx.now < op.deadline && !rest.is_empty() {
+            let next = rest.remove(0);
+            if next.id != ctx.ring.me.id {
+                return self.ask_holder(ctx, next, op, rest, Asked::Replica);
+            }
+        }
+        self.lists.give(rest);
+        if miss == Miss::NotFound && !op.guessed {
+            self.failed(ctx, op)
+        } else {
+            self.retry(ctx, op)
+        }
+    }
+
+    /// Try again through another route after a short pause, unless the deadline has passed.
+    fn retry(&mut self, ctx: &mut Ctx, mut op: ClientOp) {
+        op.attempt += 1;
+        if op.attempt >= ATTEMPTS_MAX || ctx.now >= op.deadline {
+            return self.failed(ctx, op);
+        }
+        let wait = (RETRY_BACKOFF_MS * op.attempt as u64).min(op.deadline.ms_since(ctx.now));
+        self.requests.pause(ctx, wait, Waiting::Retry(op));
+    }
+
+    /// The request has run out of routes or time: a GET gets DHT FAILURE, a PUT a log line.
+    fn failed(&mut self, ctx: &mut Ctx, op: ClientOp) {
+        match op.kind {
+            OpKind::Get => {
+                ctx.stats.get_failures += 1;
+                self.answer(ctx, op.client, ApiReply::Failure { key: op.key });
+            }
+            OpKind::Put { .. } => {
+                ctx.stats.put_failures += 1;
+                log::warn!(
+                    "[{}] PUT of {} failed: no responsible node answered in time",
+                    ctx.short(),
+                    op.key.short()
+                );
+            }
+        }
+    }
+
+    /// The one answer to a GET.
+    fn answer(&mut self, ctx: &mut Ctx, client: ClientId, reply: ApiReply) {
+        ctx.output(Output::ClientReply { client, reply });
+        let Some(n) = self.unanswered.get_mut(&client) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            self.unanswered.remove(&client);
+            if self.hung_up.remove(&client) {
+                ctx.output(Output::ClientDone { client });
+            }
+        }
+    }
+
+    // ----- answers and failures -----
+
+    /// An answer to one of our requests.
+    pub fn on_reply(
+        &mut self,
+        ctx: &mut Ctx,
+        values: &mut Values,
+        from: SocketAddr,
+        request: u64,
+        msg: PeerMsg,
+    ) {
+        let Some(what) = self.requests.take(ctx, request) else {
+            return;
+        };
+        match what {
+            Waiting::Lookup(op) => match msg {
+                PeerMsg::PeerFound {
+                    target,
+                    hops,
+                    nodes,
+                } if target == op.key => {
+                    routing::found(ctx, hops, &nodes);
+                    self.at_holders(ctx, values, op, nodes);
+                }
+                other => self.unexpected(ctx, values, from, other, Waiting::Lookup(op)),
+            },
+            Waiting::Holder { op, rest, asked } => {
+                self.holder_answered(ctx, values, from, (op, rest, asked), msg)
+            }
+            Waiting::Retry(op) => self.route(ctx, values, op),
+        }
+    }
+
+    /// A holder's answer to STORAGE GET or PUT.
+    fn holder_answered(
+        &mut self,
+        ctx: &mut Ctx,
+        values: &mut Values,
+        from: SocketAddr,
+        (op, rest, asked): (ClientOp, Vec<Peer>, Asked),
+        msg: PeerMsg,
+    ) {
+        use FailureReason::{NotFound, NotResponsible, Refused};
+        match msg {
+            PeerMsg::StorageGetSuccess { key, value, .. } if key == op.key => {
+                self.answer(ctx, op.client, ApiReply::Success { key, value });
+                self.lists.give(rest);
+            }
+            PeerMsg::StorageFailure {
+                reason: NotFound, ..
+            } => self.next_holder(ctx, op, rest, Miss::NotFound),
+            // Our view of the ring was stale: look the key up properly.
+            PeerMsg::StorageFailure {
+                reason: NotResponsible,
+                ..
+            } if asked == Asked::Owner => self.retry(ctx, op),
+            PeerMsg::StorageFailure {
+                reason: NotResponsible,
+                ..
+            } => self.next_holder(ctx, op, rest, Miss::NotFound),
+            PeerMsg::StoragePutSuccess { key, value_hash } if key == op.key => {
+                self.write_acknowledged(ctx, from, op, value_hash)
+            }
+            PeerMsg::StorageFailure {
+                reason: Refused, ..
+            } => {
+                log::warn!(
+                    "[{}] {} refused to store {} (full)",
+                    ctx.short(),
+                    from,
+                    op.key.short()
+                );
+                self.failed(ctx, op);
+            }
+            other => {
+                let what = Waiting::Holder { op, rest, asked };
+                self.unexpected(ctx, values, from, other, what)
+            }
+        }
+    }
+
+    /// The responsible node took the write; a wrong hash means it stored something else.
+    fn write_acknowledged(
+        &mut self,
+        ctx: &mut Ctx,
+        from: SocketAddr,
+        op: ClientOp,
+        value_hash: Id,
+    ) {
+        if let OpKind::Put { value, .. } = &op.kind
+            && Id::hash(value) != value_hash
+        {
+            log::warn!(
+                "[{}] {} stored {} with a wrong hash; retrying",
+                ctx.short(),
+                from,
+                op.key.short()
+            );
+            self.retry(ctx, op);
+        }
+    }
+
+    fn unexpected(
+        &mut self,
+        ctx: &mut Ctx,
+        values: &mut Values,
+        from: SocketAddr,
+        msg: PeerMsg,
+        what: Waiting,
+    ) {
+        log::warn!(
+            "[{}] {} answered {:?} with type {}",
+            ctx.short(),
+            from,
+            what,
+            msg.msg_type()
+        );
+        self.gave_up(ctx, values, what);
+    }
+
+    /// A request's deadline passed (or a retry's pause is over).
+    pub fn on_timeout(&mut self, ctx: &mut Ctx, values: &mut Values, request: u64) {
+        if let Some(what) = self.requests.take(ctx, request) {
+            self.gave_up(ctx, values, what);
+        }
+    }
+
+    pub fn on_unreachable(&mut self, ctx: &mut Ctx, values: &mut Values, peer: SocketAddr) {
+        for what in self.requests.take_to(ctx, peer) {
+            self.gave_up(ctx, values, what);
+        }
+    }
+
+    /// What follows a request that got no usable answer.
+    fn gave_up(&mut self, ctx: &mut Ctx, values: &mut Values, what: Waiting) {
+        match what {
+            Waiting::Lookup(op) => self.retry(ctx, op),
+            Waiting::Holder { op, rest, .. } => self.next_holder(ctx, op, rest, Miss::NoAnswer),
+            Waiting::Retry(op) => self.route(ctx, values, op),
+        }
+    }
+}
+
+/// A first attempt's shortcut to the key's holders: our successor list when it covers the key,
+/// else the routing cache's guess (unless it names us: then our predecessor knows better). Marks
+/// the op guessed where the holders may be stale.
+fn guess_holders(ctx: &mut Ctx, op: &mut ClientOp, nodes: &mut Vec<Peer>) -> bool {
+    if let Some((i, _)) = ctx.ring.owner_in_succs(&op.key) {
+        ctx.stats.lookups_local += 1;
+        nodes.extend_from_slice(&ctx.ring.succs()[i..]);
+        // Entries past the first come from our successor's list and may be stale.
+        op.guessed = i > 0;
+        return true;
+    }
+    let more = ctx.cfg.replication_max as usize - 1;
+    ctx.cache.holders_into(&op.key, ctx.ring.me, more, nodes);
+    if nodes[0].id != ctx.ring.me.id {
+        ctx.stats.lookups_cached += 1;
+        op.guessed = true;
+        return true;
+    }
+    nodes.clear();
+    false
+}
+
+/// Reused `Vec<Peer>` buffers for the holder lists client requests carry, so that routing a request
+/// allocates nothing once the pool is warm.
+#[derive(Default)]
+struct PeerLists {
+    free: Vec<Vec<Peer>>,
+}
+
+impl PeerLists {
+    /// An empty list (with capacity when one was given back).
+    fn take(&mut self) -> Vec<Peer> {
+        self.free.pop().unwrap_or_default()
+    }
+
+    fn give(&mut self, mut list: Vec<Peer>) {
+        if list.capacity() > 0 && self.free.len() < PEER_LISTS_MAX {
+            list.clear();
+            self.free.push(list);
+        }
+    }
+}

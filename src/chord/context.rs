@@ -1,0 +1,278 @@
+//! What the parts of the node share, and nothing more: the configuration, `now`, the ring view
+//! (pointers, fingers, the routing cache), the outputs, the periodic timers, request deadlines and
+//! the events the parts publish for each other. The parts never call each other; the shell
+//! ([`super::Node`]) reads the published [`RingEvent`]s and calls whom they concern.
+
+use super::Output;
+use super::cache::PeerCache;
+use super::ring::Ring;
+use super::timers::{Periodic, Timers};
+use crate::config::NodeConfig;
+use crate::msg::{Frame, Peer, PeerMsg};
+use crate::time::{Prng, Time};
+use crate::wheel::{TimerKey, TimerWheel};
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+
+/// Periodic timer jitter, in percent either side.
+const JITTER_PERCENT: u64 = 20;
+
+/// Which part sent a request: the low two bits of its id, so its answer and its deadline go back to
+/// that part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Part {
+    Maintenance = 0,
+    Clients = 1,
+    Values = 2,
+    Repair = 3,
+}
+
+impl Part {
+    pub fn of(request: u64) -> Part {
+        match request & 3 {
+            0 => Part::Maintenance,
+            1 => Part::Clients,
+            2 => Part::Values,
+            _ => Part::Repair,
+        }
+    }
+}
+
+/// What one part did that another must hear of (published to the shell, which routes it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum RingEvent {
+    /// Maintenance adopted `new` as predecessor: the values in its new range go to it.
+    NewPredecessor { old: Option<Peer>, new: Peer },
+    /// Our predecessor left gracefully: its range is ours now, repair it soon.
+    PredecessorLeft,
+}
+
+/// Counters for operators, benches and the simulator.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Lookups answered by PEER FOUND, and the hops they took in all.
+    pub lookups: u64,
+    pub lookup_hops: u64,
+    /// Lookups this node answered without a message (it or its successor is responsible).
+    pub lookups_local: u64,
+    /// Client requests sent straight to the holders the routing cache named.
+    pub lookups_cached: u64,
+    pub client_gets: u64,
+    pub client_puts: u64,
+    pub get_failures: u64,
+    pub put_failures: u64,
+    pub repair_rounds: u64,
+    /// SYNC messages sent (each answered by one SYNC REPLY).
+    pub repair_messages: u64,
+    pub repair_values_pushed: u64,
+    /// Values fetched by a responsible node that lacked them.
+    pub repair_values_pulled: u64,
+    pub repair_bytes_pushed: u64,
+    /// Maintenance messages not sent because the round's budget was spent.
+    pub maintenance_suppressed: u64,
+}
+
+pub(super) struct Ctx {
+    pub cfg: NodeConfig,
+    pub ring: Ring,
+    /// Nodes seen recently: the asker's one-hop guess at a key's holders, and hints.
+    pub cache: PeerCache,
+    /// Part of a ring (maintenance sets it).
+    pub joined: bool,
+    /// Handing values on before exiting (set by the leave input).
+    pub leaving: bool,
+    pub now: Time,
+    pub rng: Prng,
+    pub stats: Stats,
+    pub timers: Timers,
+    /// Wall-clock milliseconds at `now == 0` (the driver's), for write versions.
+    pub epoch_ms: u64,
+    out: VecDeque<Output>,
+    deadlines: TimerWheel<u64>,
+    next_request: u64,
+    events: Vec<RingEvent>,
+}
+
+impl Ctx {
+    pub fn new(cfg: NodeConfig, me: Peer, seed: u64, now: Time) -> Ctx {
+        Ctx {
+            ring: Ring::new(me, cfg.successors),
+            cache: PeerCache::new(cfg.routing_cache_max),
+            cfg,
+            joined: false,
+            leaving: false,
+            now,
+            rng: Prng::new(seed ^ u64::from_be_bytes(me.id.0[..8].try_into().unwrap())),
+            stats: Stats::default(),
+            timers: Timers::default(),
+            epoch_ms: 0,
+            out: VecDeque::new(),
+            deadlines: TimerWheel::new(10, 256, now),
+            next_request: 1,
+            events: Vec::new(),
+        }
+    }
+
+    pub fn me(&self) -> Peer {
+        self.ring.me
+    }
+
+    /// Our short id, for logs (one process may run thousands of nodes).
+    pub fn short(&self) -> String {
+        self.ring.me.id.short()
+    }
+
+    pub fn wall_ms(&self) -> u64 {
+        self.epoch_ms + self.now.as_ms()
+    }
+
+    pub fn output(&mut self, o: Output) {
+        self.out.push_back(o);
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Sends `msg`; `request` 0 asks for no answer, an answer carries the request's id.
+    pub fn send(&mut self, to: SocketAddr, request: u64, msg: PeerMsg) {
+        self.output(Output::Transmit(super::Transmit {
+            to,
+            frame: Frame { request, msg },
+        }));
+    }
+
+    /// Arms `timer` to fire `base_ms` from now, jittered.
+    pub fn schedule(&mut self, timer: Periodic, base_ms: u64) {
+        let at = self.now + self.rng.jitter(base_ms, JITTER_PERCENT);
+        self.timers.set(timer, at);
+    }
+
+    pub fn publish(&mut self, e: RingEvent) {
+        self.events.push(e);
+    }
+
+    pub fn take_events(&mut self) -> Vec<RingEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// A new request id for `part` with a deadline at `at`.
+    fn new_request(&mut self, part: Part, at: Time) -> (u64, TimerKey) {
+        let request = self.next_request << 2 | part as u64;
+        self.next_request += 1;
+        (request, self.deadlines.insert(at, request))
+    }
+
+    /// Request ids whose deadline has passed.
+    pub fn expired_requests(&mut self) -> Vec<u64> {
+        let mut expired = Vec::new();
+        self.deadlines.expire(self.now, &mut expired);
+        expired
+    }
+
+    pub fn next_deadline(&self) -> Option<Time> {
+        self.deadlines.next_deadline()
+    }
+
+    pub fn deadlines_len(&self) -> usize {
+        self.deadlines.len()
+    }
+}
+
+/// One part's outstanding requests: what each waits for, to whom it went, and its deadline.
+pub(super) struct Requests<T> {
+    part: Part,
+    max: usize,
+    open: BTreeMap<u64, Open<T>>,
+}
+
+struct Open<T> {
+    what: T,
+    /// `None` for a pause (a retry's backoff), which waits on nobody.
+    peer: Option<SocketAddr>,
+    timer: TimerKey,
+}
+
+impl<T> Requests<T> {
+    pub fn new(part: Part, max: usize) -> Requests<T> {
+        Requests {
+            part,
+            max,
+            open: BTreeMap::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.open.len() >= self.max
+    }
+
+    /// Sends `msg` to `to` and remembers `what` until the answer or `request_timeout_ms`. Returns
+    /// false, sending nothing, when this part's table is full.
+    pub fn send(&mut self, ctx: &mut Ctx, to: SocketAddr, msg: PeerMsg, what: T) -> bool {
+        if self.is_full() {
+            return false;
+        }
+        let at = ctx.now + ctx.cfg.request_timeout_ms;
+        let (request, timer) = ctx.new_request(self.part, at);
+        let open = Open {
+            what,
+            peer: Some(to),
+            timer,
+        };
+        self.open.insert(request, open);
+        ctx.send(to, request, msg);
+        true
+    }
+
+    /// Waits `ms` with `what` and no message (it comes back through the part's timeout).
+    pub fn pause(&mut self, ctx: &mut Ctx, ms: u64, what: T) {
+        let (request, timer) = ctx.new_request(self.part, ctx.now + ms);
+        let open = Open {
+            what,
+            peer: None,
+            timer,
+        };
+        self.open.insert(request, open);
+    }
+
+    /// The entry for `request`, removed with its deadline.
+    pub fn take(&mut self, ctx: &mut Ctx, request: u64) -> Option<T> {
+        let open = self.open.remove(&request)?;
+        ctx.deadlines.cancel(open.timer);
+        Some(open.what)
+    }
+
+    /// The entry for `request` and the peer it went to, removed with its deadline.
+    pub fn take_with_peer(
+        &mut self,
+        ctx: &mut Ctx,
+        request: u64,
+    ) -> Option<(T, Option<SocketAddr>)> {
+        let open = self.open.remove(&request)?;
+        ctx.deadlines.cancel(open.timer);
+        Some((open.what, open.peer))
+    }
+
+    /// Removes every request waiting on `peer`.
+    pub fn take_to(&mut self, ctx: &mut Ctx, peer: SocketAddr) -> Vec<T> {
+        let ids: Vec<u64> = self
+            .open
+            .iter()
+            .filter(|(_, o)| o.peer == Some(peer))
+            .map(|(r, _)| *r)
+            .collect();
+        ids.into_iter().filter_map(|r| self.take(ctx, r)).collect()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&T, Option<SocketAddr>)> {
+        self.open.values().map(|o| (&o.what, o.peer))
+    }
+}

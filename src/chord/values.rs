@@ -1,0 +1,350 @@
+//! The values this node holds and the traffic that moves them: STORAGE GET and PUT from peers,
+//! writes as the responsible node (stored, then copied along the successor list), the hand-off to a
+//! new predecessor and to the successor at leave, and the acknowledged copies those send. Owns the
+//! store, the arena values leave it through, and its copy requests. Calls no other part.
+
+use super::arena::ValueArena;
+use super::context::{Ctx, Part, Requests};
+use crate::id::{Id, Key};
+use crate::msg::{COPY_FLAG, FailureReason, NodeInfo, Peer, PeerMsg};
+use crate::storage::{Storage, StoreError, Stored};
+use crate::time::Time;
+use bytes::Bytes;
+use std::net::SocketAddr;
+
+/// A stored value copied out of the store, on its way to another node.
+pub(super) struct Outgoing {
+    pub key: Key,
+    pub value: Bytes,
+    pub expires: Time,
+    pub replication: u8,
+    pub version: u64,
+}
+
+/// A STORAGE PUT as it arrived.
+pub(super) struct IncomingPut {
+    pub ttl_ms: u32,
+    pub replication: u8,
+    pub version: u64,
+    pub key: Key,
+    pub value: Bytes,
+}
+
+/// An acknowledged copy: the answer's key and hash are checked.
+struct Copy {
+    key: Key,
+    value_hash: Id,
+}
+
+pub(super) struct Values {
+    storage: Storage,
+    /// Where values leave the store for messages (no allocation per message).
+    out: ValueArena,
+    copies: Requests<Copy>,
+}
+
+impl Values {
+    pub fn new(ctx: &Ctx) -> Values {
+        Values {
+            storage: Storage::new(ctx.cfg.storage_bytes_max),
+            out: ValueArena::default(),
+            copies: Requests::new(Part::Values, ctx.cfg.pending_requests_max),
+        }
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    pub fn requests_len(&self) -> usize {
+        self.copies.len()
+    }
+
+    /// True once every acknowledged copy has been answered (or timed out).
+    pub fn copies_done(&self) -> bool {
+        self.copies.len() == 0
+    }
+
+    /// Reclaims a slice of the expired values; when the next slice is due.
+    pub fn sweep(&mut self, now: Time) {
+        self.storage.sweep(now);
+    }
+
+    pub fn next_sweep(&self) -> Option<Time> {
+        self.storage.next_sweep()
+    }
+
+    /// The live value under `key`, copied out for a reply.
+    pub fn read(&mut self, ctx: &Ctx, key: &Key) -> Option<Bytes> {
+        let s = self.storage.get(key, ctx.now)?;
+        Some(self.out.copy(s.value))
+    }
+
+    /// STORAGE GET from a peer.
+    pub fn on_storage_get(&mut self, ctx: &mut Ctx, from: SocketAddr, request: u64, key: Key) {
+        let msg = match self.storage.get(&key, ctx.now) {
+            Some(s) => PeerMsg::StorageGetSuccess {
+                ttl_ms: ttl_ms(s.expires, ctx.now),
+                replication: s.replication,
+                version: s.version,
+                key,
+                value: self.out.copy(s.value),
+            },
+            None if not_responsible(ctx, &key) => PeerMsg::StorageFailure {
+                key,
+                reason: FailureReason::NotResponsible,
+            },
+            None => PeerMsg::StorageFailure {
+                key,
+                reason: FailureReason::NotFound,
+            },
+        };
+        ctx.send(from, request, msg);
+    }
+
+    /// STORAGE PUT: a write to the responsible node (stored, then copied to the next successors),
+    /// or a copy (`COPY_FLAG`: a replica, a repair or a hand-off, stored as it is unless we hold a
+    /// newer version). Request id 0 asks for no answer.
+    pub fn on_storage_put(
+        &mut self,
+        ctx: &mut Ctx,
+        from: SocketAddr,
+        request: u64,
+        put: IncomingPut,
+    ) {
+        let key = put.key;
+        let expires = ctx.now + (put.ttl_ms as u64).min(ctx.cfg.ttl_max_s as u64 * 1000);
+        let copy = put.replication & COPY_FLAG != 0;
+        let replication = (put.replication & !COPY_FLAG).max(1);
+        if !copy && not_responsible(ctx, &key) {
+            let reason = FailureReason::NotResponsible;
+            return ctx.send(from, request, PeerMsg::StorageFailure { key, reason });
+        }
+        let stored = if copy {
+            self.store_copy(ctx, key, &put.value, (expires, replication, put.version))
+                .map(|_| ())
+        } else {
+            self.write(ctx, key, &put.value, expires, replication)
+        };
+        if request == 0 {
+            return;
+        }
+        let msg = match stored {
+            Ok(()) => PeerMsg::StoragePutSuccess {
+                key,
+                value_hash: Id::hash(&put.value),
+            },
+            Err(()) => PeerMsg::StorageFailure {
+                key,
+                reason: FailureReason::Refused,
+            },
+        };
+        ctx.send(from, request, msg);
+    }
+
+    /// Stores a copy as it is (`meta`: expiry, replication, version); `Ok(true)` when it was newer
+    /// than what we held.
+    pub fn store_copy(
+        &mut self,
+        ctx: &Ctx,
+        key: Key,
+        value: &Bytes,
+        (expires, replication, version): (Time, u8, u64),
+    ) -> Result<bool, ()> {
+        self.storage
+            .put(key, value, expires, replication, version, ctx.now)
+            .map_err(|e| refused(ctx, key, value, e))
+    }
+
+    /// Stores a write as the responsible node and copies it to the next `replication - 1`
+    /// successors. The write gets a version past any held for the key (the wall clock, normally).
+    /// The copies go unanswered (request id 0): two messages less per PUT, and repair restores a
+    /// copy that did not arrive.
+    pub fn write(
+        &mut self,
+        ctx: &mut Ctx,
+        key: Key,
+        value: &Bytes,
+        expires: Time,
+        replication: u8,
+    ) -> Result<(), ()> {
+        let version = self.storage.next_version(&key, ctx.wall_ms());
+        if let Err(e) = self
+            .storage
+            .put(key, value, expires, replication, version, ctx.now)
+        {
+            refused(ctx, key, value, e);
+            return Err(());
+        }
+        let copy = Outgoing {
+            key,
+            value: value.clone(),
+            expires,
+            replication,
+            version,
+        };
+        let copies = (replication as usize).saturating_sub(1);
+        for i in 0..copies.min(ctx.ring.succs().len()) {
+            let to = ctx.ring.succs()[i];
+            ctx.send(to.addr, 0, storage_put(ctx, &copy));
+        }
+        Ok(())
+    }
+
+    /// Sends one value to `to` as a copy whose answer is checked, while there is room to track it
+    /// (hand-offs and repair: a leave waits for them).
+    pub fn push(&mut self, ctx: &mut Ctx, to: Peer, copy: &Outgoing) {
+        let msg = storage_put(ctx, copy);
+        let what = Copy {
+            key: copy.key,
+            value_hash: Id::hash(&copy.value),
+        };
+        if self.copies.is_full() {
+            ctx.send(to.addr, 0, msg);
+        } else {
+            self.copies.send(ctx, to.addr, msg, what);
+        }
+    }
+
+    /// A new predecessor took over the keys in `(from, new]`: give it copies (we keep ours as a
+    /// replica).
+    pub fn hand_off(&mut self, ctx: &mut Ctx, from: Id, new: Peer) {
+        let moved = self.push_range(ctx, from, new.id, new);
+        if moved > 0 {
+            log::info!("[{}] handing {} values to {}", ctx.short(), moved, new.addr);
+        }
+    }
+
+    /// We leave: our successor takes over the values we are responsible for.
+    pub fn hand_over(&mut self, ctx: &mut Ctx, succ: Peer) {
+        let me = ctx.ring.me.id;
+        let from = ctx.ring.pred.map_or(me, |p| p.id);
+        let moved = self.push_range(ctx, from, me, succ);
+        log::info!(
+            "[{}] leaving: handed {} values to {}",
+            ctx.short(),
+            moved,
+            succ.addr
+        );
+    }
+
+    /// Pushes a copy of every value with a key in `(from, to]` to `target`; returns how many.
+    fn push_range(&mut self, ctx: &mut Ctx, from: Id, to: Id, target: Peer) -> usize {
+        let copies = self.copy_out(ctx, (from, to), usize::MAX, |_, _| true);
+        for copy in &copies {
+            self.push(ctx, target, copy);
+        }
+        copies.len()
+    }
+
+    /// The live values with a key in `range` (`(from, to]`) that `keep` selects, in ring order
+    /// while their value bytes stay within `bytes_max`, copied out for sending.
+    pub fn copy_out(
+        &mut self,
+        ctx: &Ctx,
+        (from, to): (Id, Id),
+        bytes_max: usize,
+        keep: impl Fn(&Key, &Stored) -> bool,
+    ) -> Vec<Outgoing> {
+        let mut budget = bytes_max;
+        self.storage
+            .range(from, to, ctx.now)
+            .filter(|(k, s)| keep(k, s))
+            .map_while(|(k, s)| {
+                budget = budget.checked_sub(s.value.len())?;
+                Some((k, s))
+            })
+            .map(|(key, s)| Outgoing {
+                key,
+                value: self.out.copy(s.value),
+                expires: s.expires,
+                replication: s.replication,
+                version: s.version,
+            })
+            .collect()
+    }
+
+    /// The answer to an acknowledged copy.
+    pub fn on_reply(&mut self, ctx: &mut Ctx, from: SocketAddr, request: u64, msg: PeerMsg) {
+        let Some(copy) = self.copies.take(ctx, request) else {
+            return;
+        };
+        match msg {
+            PeerMsg::StoragePutSuccess { key, value_hash }
+                if key == copy.key && value_hash == copy.value_hash => {}
+            PeerMsg::StoragePutSuccess { .. } => log::warn!(
+                "[{}] {} acknowledged {} with a wrong key or hash",
+                ctx.short(),
+                from,
+                copy.key.short()
+            ),
+            PeerMsg::StorageFailure { .. } => log::warn!(
+                "[{}] {} refused a copy of {}",
+                ctx.short(),
+                from,
+                copy.key.short()
+            ),
+            other => log::warn!(
+                "[{}] {} answered a copy with type {}",
+                ctx.short(),
+                from,
+                other.msg_type()
+            ),
+        }
+    }
+
+    /// A copy's deadline passed: repair restores it later.
+    pub fn on_timeout(&mut self, ctx: &mut Ctx, request: u64) {
+        self.copies.take(ctx, request);
+    }
+
+    pub fn on_unreachable(&mut self, ctx: &mut Ctx, peer: SocketAddr) {
+        self.copies.take_to(ctx, peer);
+    }
+
+    /// The operator view (INFO REPLY).
+    pub fn info(&self, ctx: &Ctx) -> NodeInfo {
+        let primary = match ctx.ring.pred {
+            Some(p) => self.storage.range(p.id, ctx.ring.me.id, ctx.now).count(),
+            None => self.storage.len(),
+        };
+        NodeInfo {
+            node: ctx.ring.me,
+            pred: ctx.ring.pred,
+            succs: ctx.ring.succs().to_vec(),
+            values_primary: primary as u32,
+            values_replica: (self.storage.len() - primary) as u32,
+            bytes_stored: self.storage.bytes_used() as u64,
+        }
+    }
+}
+
+/// A copy as a STORAGE PUT.
+fn storage_put(ctx: &Ctx, copy: &Outgoing) -> PeerMsg {
+    PeerMsg::StoragePut {
+        ttl_ms: ttl_ms(copy.expires, ctx.now),
+        replication: copy.replication | COPY_FLAG,
+        version: copy.version,
+        key: copy.key,
+        value: copy.value.clone(),
+    }
+}
+
+fn refused(ctx: &Ctx, key: Key, value: &Bytes, e: StoreError) {
+    log::warn!(
+        "[{}] refused to store {} ({} bytes): {:?}",
+        ctx.short(),
+        key.short(),
+        value.len(),
+        e
+    );
+}
+
+/// Our predecessor shows the key belongs to another node (without one we cannot tell, and accept).
+fn not_responsible(ctx: &Ctx, key: &Key) -> bool {
+    ctx.ring.pred.is_some() && !ctx.ring.owns(key)
+}
+
+pub(super) fn ttl_ms(expires: Time, now: Time) -> u32 {
+    expires.ms_since(now).min(u32::MAX as u64) as u32
+}

@@ -116,6 +116,17 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl ConfigError {
+    /// An error at a root-level `key` of `file` (empty: the whole file).
+    fn at(file: &str, key: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: file.into(),
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
 const DHT_KEYS: &[&str] = &[
     "api_address",
     "p2p_address",
@@ -146,42 +157,22 @@ const DHT_KEYS: &[&str] = &[
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.clone(),
-            key: String::new(),
-            problem: format!("cannot read: {e}"),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::at(&file, "", format!("cannot read: {e}")))?;
         Config::parse(&text, &file)
     }
 
-    /// Parses and validates TOML text; `file` names it in errors.
+    /// Parses and validates TOML text; `file` names it in errors. Keys are read in a fixed order
+    /// (that of `DHT_KEYS`), so a file with several bad keys always reports the same one.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let err = |key: &str, problem: String| ConfigError {
-            file: file.into(),
-            key: key.into(),
-            problem,
-        };
         let root: toml::Table = text
             .parse()
-            .map_err(|e: toml::de::Error| err("", e.to_string()))?;
-        if root.get("hostkey").is_some_and(|h| !h.is_str()) {
-            return Err(err("hostkey", "expected a path (string)".into()));
-        }
+            .map_err(|e: toml::de::Error| ConfigError::at(file, "", e.to_string()))?;
+        check_hostkey(&root, file)?;
         let empty = toml::Table::new();
-        let dht = match root.get("dht") {
-            None => &empty,
-            Some(toml::Value::Table(t)) => t,
-            Some(_) => return Err(err("dht", "expected a table [dht]".into())),
-        };
-        let mut keys: Vec<&String> = dht.keys().collect();
-        keys.sort();
-        if let Some(k) = keys.into_iter().find(|k| !DHT_KEYS.contains(&k.as_str())) {
-            return Err(err(
-                &format!("[dht] {k}"),
-                format!("unknown key (known: {})", DHT_KEYS.join(", ")),
-            ));
-        }
+        let dht = dht_table(&root, file)?.unwrap_or(&empty);
         let s = Section { dht, file };
+        s.reject_unknown_keys()?;
         let mut c = Config::default();
         let (n, r) = (&mut c.node, &mut c.reactor);
         r.api_address = s.addr("api_address", r.api_address)?;
@@ -189,66 +180,32 @@ impl Config {
         n.bootstrap = s.addrs("bootstrap")?;
         n.node_id = s.node_id()?;
         c.log_level = s.log_level(c.log_level)?;
-        n.successors = s.int("successors", n.successors, 1, 32)?;
-        n.replication_min = s.int("replication_min", n.replication_min, 1, 32)?;
-        n.replication_max = s.int("replication_max", n.replication_max, n.replication_min, 32)?;
-        n.ttl_max_s = s.int("ttl_max_s", n.ttl_max_s, 1, u16::MAX)?;
-        n.storage_bytes_max = s.int("storage_bytes_max", n.storage_bytes_max, 1 << 16, 1 << 40)?;
-        n.stabilize_interval_ms = s.int(
-            "stabilize_interval_ms",
-            n.stabilize_interval_ms,
-            10,
-            3_600_000,
-        )?;
-        n.fix_fingers_interval_ms = s.int(
-            "fix_fingers_interval_ms",
-            n.fix_fingers_interval_ms,
-            10,
-            3_600_000,
-        )?;
-        n.check_predecessor_interval_ms = s.int(
-            "check_predecessor_interval_ms",
-            n.check_predecessor_interval_ms,
-            10,
-            3_600_000,
-        )?;
-        n.request_timeout_ms = s.int("request_timeout_ms", n.request_timeout_ms, 10, 600_000)?;
-        n.lookup_timeout_ms = s.int(
-            "lookup_timeout_ms",
-            n.lookup_timeout_ms,
-            n.request_timeout_ms,
-            600_000,
-        )?;
-        n.pending_requests_max = s.int(
-            "pending_requests_max",
-            n.pending_requests_max,
-            16,
-            10_000_000,
-        )?;
-        n.repair_interval_ms = s.int("repair_interval_ms", n.repair_interval_ms, 100, 3_600_000)?;
-        n.repair_bytes_per_round_max = s.int(
-            "repair_bytes_per_round_max",
-            n.repair_bytes_per_round_max,
-            1 << 16,
-            1 << 34,
-        )?;
-        n.routing_cache_max = s.int("routing_cache_max", n.routing_cache_max, 0, 1_000_000)?;
-        r.connections_max = s.int("connections_max", r.connections_max, 4, 1_000_000)?;
-        r.connection_buffer_bytes_max = s.int(
-            "connection_buffer_bytes_max",
-            r.connection_buffer_bytes_max,
-            1 << 16,
-            1 << 30,
-        )?;
-        r.p2p_frame_bytes_max = s.int(
-            "p2p_frame_bytes_max",
-            r.p2p_frame_bytes_max,
-            P2P_FRAME_BYTES_MIN,
-            1 << 24,
-        )?;
-        r.api_idle_timeout_s = s.int("api_idle_timeout_s", r.api_idle_timeout_s, 1, 86_400 * 7)?;
-        r.peer_idle_timeout_s = s.int("peer_idle_timeout_s", r.peer_idle_timeout_s, 1, 86_400)?;
+        s.read_ring_and_storage(n)?;
+        s.read_maintenance_intervals(n)?;
+        s.read_request_limits(n)?;
+        s.read_repair_and_routing_cache(n)?;
+        s.read_reactor_limits(r)?;
         Ok(c)
+    }
+}
+
+/// `hostkey` is the one VoidPhone-global root key we look at: it must at least be a path.
+fn check_hostkey(root: &toml::Table, file: &str) -> Result<(), ConfigError> {
+    if root.get("hostkey").is_some_and(|h| !h.is_str()) {
+        return Err(ConfigError::at(file, "hostkey", "expected a path (string)"));
+    }
+    Ok(())
+}
+
+/// Our `[dht]` table, `None` when the file has none (every key then takes its default).
+fn dht_table<'a>(
+    root: &'a toml::Table,
+    file: &str,
+) -> Result<Option<&'a toml::Table>, ConfigError> {
+    match root.get("dht") {
+        None => Ok(None),
+        Some(toml::Value::Table(t)) => Ok(Some(t)),
+        Some(_) => Err(ConfigError::at(file, "dht", "expected a table [dht]")),
     }
 }
 
@@ -256,6 +213,105 @@ impl Config {
 struct Section<'a> {
     dht: &'a toml::Table,
     file: &'a str,
+}
+
+/// The `[dht]` keys in groups, read in `DHT_KEYS` order; a bound may be a key read before it
+/// (`replication_max` ≥ `replication_min`, `lookup_timeout_ms` ≥ `request_timeout_ms`).
+impl Section<'_> {
+    /// A misspelt key would otherwise silently leave its default in place; the alphabetically
+    /// first unknown key is the one reported.
+    fn reject_unknown_keys(&self) -> Result<(), ConfigError> {
+        let mut keys: Vec<&String> = self.dht.keys().collect();
+        keys.sort();
+        match keys.into_iter().find(|k| !DHT_KEYS.contains(&k.as_str())) {
+            None => Ok(()),
+            Some(k) => Err(self.err(k, format!("unknown key (known: {})", DHT_KEYS.join(", ")))),
+        }
+    }
+
+    fn read_ring_and_storage(&self, n: &mut NodeConfig) -> Result<(), ConfigError> {
+        n.successors = self.int("successors", n.successors, 1, 32)?;
+        n.replication_min = self.int("replication_min", n.replication_min, 1, 32)?;
+        n.replication_max =
+            self.int("replication_max", n.replication_max, n.replication_min, 32)?;
+        n.ttl_max_s = self.int("ttl_max_s", n.ttl_max_s, 1, u16::MAX)?;
+        n.storage_bytes_max =
+            self.int("storage_bytes_max", n.storage_bytes_max, 1 << 16, 1 << 40)?;
+        Ok(())
+    }
+
+    fn read_maintenance_intervals(&self, n: &mut NodeConfig) -> Result<(), ConfigError> {
+        n.stabilize_interval_ms = self.int(
+            "stabilize_interval_ms",
+            n.stabilize_interval_ms,
+            10,
+            3_600_000,
+        )?;
+        n.fix_fingers_interval_ms = self.int(
+            "fix_fingers_interval_ms",
+            n.fix_fingers_interval_ms,
+            10,
+            3_600_000,
+        )?;
+        n.check_predecessor_interval_ms = self.int(
+            "check_predecessor_interval_ms",
+            n.check_predecessor_interval_ms,
+            10,
+            3_600_000,
+        )?;
+        Ok(())
+    }
+
+    fn read_request_limits(&self, n: &mut NodeConfig) -> Result<(), ConfigError> {
+        n.request_timeout_ms = self.int("request_timeout_ms", n.request_timeout_ms, 10, 600_000)?;
+        n.lookup_timeout_ms = self.int(
+            "lookup_timeout_ms",
+            n.lookup_timeout_ms,
+            n.request_timeout_ms,
+            600_000,
+        )?;
+        n.pending_requests_max = self.int(
+            "pending_requests_max",
+            n.pending_requests_max,
+            16,
+            10_000_000,
+        )?;
+        Ok(())
+    }
+
+    fn read_repair_and_routing_cache(&self, n: &mut NodeConfig) -> Result<(), ConfigError> {
+        n.repair_interval_ms =
+            self.int("repair_interval_ms", n.repair_interval_ms, 100, 3_600_000)?;
+        n.repair_bytes_per_round_max = self.int(
+            "repair_bytes_per_round_max",
+            n.repair_bytes_per_round_max,
+            1 << 16,
+            1 << 34,
+        )?;
+        n.routing_cache_max = self.int("routing_cache_max", n.routing_cache_max, 0, 1_000_000)?;
+        Ok(())
+    }
+
+    fn read_reactor_limits(&self, r: &mut ReactorConfig) -> Result<(), ConfigError> {
+        r.connections_max = self.int("connections_max", r.connections_max, 4, 1_000_000)?;
+        r.connection_buffer_bytes_max = self.int(
+            "connection_buffer_bytes_max",
+            r.connection_buffer_bytes_max,
+            1 << 16,
+            1 << 30,
+        )?;
+        r.p2p_frame_bytes_max = self.int(
+            "p2p_frame_bytes_max",
+            r.p2p_frame_bytes_max,
+            P2P_FRAME_BYTES_MIN,
+            1 << 24,
+        )?;
+        r.api_idle_timeout_s =
+            self.int("api_idle_timeout_s", r.api_idle_timeout_s, 1, 86_400 * 7)?;
+        r.peer_idle_timeout_s =
+            self.int("peer_idle_timeout_s", r.peer_idle_timeout_s, 1, 86_400)?;
+        Ok(())
+    }
 }
 
 impl Section<'_> {
@@ -367,61 +423,74 @@ mod tests {
         assert_eq!(c.node.bootstrap.len(), 2);
     }
 
+    /// Parsing `text` fails at `key` with a problem that mentions `problem`, and says the file.
+    fn assert_error(text: &str, key: &str, problem: &str) {
+        let e = parse(text).unwrap_err();
+        assert_eq!(e.key, key, "{text}");
+        assert!(e.problem.contains(problem), "{text}: {e}");
+        assert!(e.to_string().starts_with("n.toml: "));
+    }
+
     #[test]
-    fn errors_name_file_key_and_expectation() {
-        let cases = [
-            ("[dht]\nsuccesors = 3", "[dht] succesors", "unknown key"),
-            (
-                "[dht]\nsuccessors = \"8\"",
-                "[dht] successors",
-                "expected an integer from 1 to 32",
-            ),
-            ("[dht]\nsuccessors = 0", "[dht] successors", "got 0"),
-            (
-                "[dht]\napi_address = \"localhost\"",
-                "[dht] api_address",
-                "expected IPv4:port",
-            ),
-            (
-                "[dht]\napi_address = 7401",
-                "[dht] api_address",
-                "expected an address string",
-            ),
-            (
-                "[dht]\nbootstrap = \"1.2.3.4:5\"",
-                "[dht] bootstrap",
-                "expected a list",
-            ),
-            (
-                "[dht]\nbootstrap = [\"1.2.3.4\"]",
-                "[dht] bootstrap",
-                "expected IPv4:port",
-            ),
-            ("[dht]\nnode_id = \"abc\"", "[dht] node_id", "64 hex digits"),
-            (
-                "[dht]\nlog_level = \"loud\"",
-                "[dht] log_level",
-                "one of off",
-            ),
-            (
-                "[dht]\nreplication_min = 5\nreplication_max = 4",
-                "[dht] replication_max",
-                "from 5 to 32",
-            ),
-            (
-                "[dht]\np2p_frame_bytes_max = 1000",
-                "[dht] p2p_frame_bytes_max",
-                "from 65600",
-            ),
-            ("dht = 3", "dht", "expected a table"),
-            ("hostkey = 3", "hostkey", "expected a path"),
-        ];
-        for (text, key, problem) in cases {
-            let e = parse(text).unwrap_err();
-            assert_eq!(e.key, key, "{text}");
-            assert!(e.problem.contains(problem), "{text}: {e}");
-            assert!(e.to_string().starts_with("n.toml: "));
-        }
+    fn errors_name_unknown_keys_and_misplaced_root_keys() {
+        assert_error("[dht]\nsuccesors = 3", "[dht] succesors", "unknown key");
+        assert_error("dht = 3", "dht", "expected a table");
+        assert_error("hostkey = 3", "hostkey", "expected a path");
+    }
+
+    #[test]
+    fn errors_name_the_range_of_integers() {
+        let successors = "[dht] successors";
+        assert_error(
+            "[dht]\nsuccessors = \"8\"",
+            successors,
+            "expected an integer from 1 to 32",
+        );
+        assert_error("[dht]\nsuccessors = 0", successors, "got 0");
+        let replication = "[dht]\nreplication_min = 5\nreplication_max = 4";
+        assert_error(replication, "[dht] replication_max", "from 5 to 32");
+        let frame = "[dht]\np2p_frame_bytes_max = 1000";
+        assert_error(frame, "[dht] p2p_frame_bytes_max", "from 65600");
+    }
+
+    #[test]
+    fn errors_name_the_form_of_addresses() {
+        let api = "[dht] api_address";
+        assert_error(
+            "[dht]\napi_address = \"localhost\"",
+            api,
+            "expected IPv4:port",
+        );
+        assert_error(
+            "[dht]\napi_address = 7401",
+            api,
+            "expected an address string",
+        );
+        let bootstrap = "[dht] bootstrap";
+        assert_error(
+            "[dht]\nbootstrap = \"1.2.3.4:5\"",
+            bootstrap,
+            "expected a list",
+        );
+        assert_error(
+            "[dht]\nbootstrap = [\"1.2.3.4\"]",
+            bootstrap,
+            "expected IPv4:port",
+        );
+    }
+
+    #[test]
+    fn errors_name_the_form_of_node_id_and_log_level() {
+        assert_error("[dht]\nnode_id = \"abc\"", "[dht] node_id", "64 hex digits");
+        assert_error(
+            "[dht]\nlog_level = \"loud\"",
+            "[dht] log_level",
+            "one of off",
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
         let syntax = parse("[dht\n").unwrap_err();
         assert!(syntax.to_string().contains("line 1"), "{syntax}");
     }

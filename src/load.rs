@@ -20,6 +20,25 @@ pub enum Op {
     Put,
 }
 
+impl Op {
+    /// The operation `bench --op NAME` names, if any.
+    pub fn from_name(name: &str) -> Option<Op> {
+        match name {
+            "get" => Some(Op::Get),
+            "put" => Some(Op::Put),
+            _ => None,
+        }
+    }
+
+    /// The name `bench` takes and prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Get => "get",
+            Op::Put => "put",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct LoadSpec {
     pub apis: Vec<SocketAddr>,
@@ -71,31 +90,10 @@ struct LoadConn {
 /// Runs the load and reports; an I/O error or an unreadable answer ends the run with that error.
 pub fn run(spec: &LoadSpec) -> io::Result<LoadReport> {
     let mut poll = Poll::new()?;
-    let mut conns = Vec::with_capacity(spec.conns);
-    for c in 0..spec.conns {
-        let std_stream = std::net::TcpStream::connect(spec.apis[c % spec.apis.len()])?;
-        std_stream.set_nodelay(true)?;
-        std_stream.set_nonblocking(true)?;
-        let mut stream = TcpStream::from_std(std_stream);
-        // Edge-triggered: WRITABLE only fires when a full send buffer drains, so it can stay on.
-        poll.registry().register(
-            &mut stream,
-            Token(c),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        conns.push(LoadConn {
-            stream,
-            out: BytesMut::new(),
-            input: BytesMut::with_capacity(64 * 1024),
-            awaiting: 0,
-            round_start: Instant::now(),
-            next_key: c as u64,
-        });
-    }
+    let mut conns = connect_all(spec, &poll)?;
     let value = Bytes::from(vec![0x5a; spec.value_bytes]);
     let mut report = LoadReport::default();
-    let start = Instant::now();
-    let deadline = start + spec.duration;
+    let deadline = Instant::now() + spec.duration;
     for conn in conns.iter_mut() {
         start_round(spec, conn, &value);
         flush(conn)?;
@@ -108,8 +106,7 @@ pub fn run(spec: &LoadSpec) -> io::Result<LoadReport> {
             result => result?,
         }
         for event in &events {
-            let c = event.token().0;
-            let conn = &mut conns[c];
+            let conn = &mut conns[event.token().0];
             if event.is_writable() {
                 flush(conn)?;
             }
@@ -119,16 +116,7 @@ pub fn run(spec: &LoadSpec) -> io::Result<LoadReport> {
                 continue;
             }
             read_all(&mut conn.stream, &mut conn.input, &mut scratch, closing)?;
-            while let Some(reply) = api::decode_reply(&mut conn.input)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-            {
-                conn.awaiting = conn.awaiting.checked_sub(1).ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidData, "an answer nobody asked for")
-                })?;
-                if spec.op == Op::Get && matches!(reply, ApiReply::Failure { .. }) {
-                    report.misses += 1;
-                }
-            }
+            take_answers(spec, conn, &mut report)?;
             if conn.awaiting == 0 && Instant::now() < deadline {
                 report.ops += spec.pipeline as u64;
                 report
@@ -141,6 +129,39 @@ pub fn run(spec: &LoadSpec) -> io::Result<LoadReport> {
     }
     report.rounds_us.sort_unstable();
     Ok(report)
+}
+
+/// Opens `spec.conns` connections, spread in turn over the API addresses; connection `c` is
+/// registered as `Token(c)` and starts its keys at `c`, so the connections take keys in turn.
+fn connect_all(spec: &LoadSpec, poll: &Poll) -> io::Result<Vec<LoadConn>> {
+    let mut conns = Vec::with_capacity(spec.conns);
+    for c in 0..spec.conns {
+        conns.push(connect(spec.apis[c % spec.apis.len()], c, poll)?);
+    }
+    Ok(conns)
+}
+
+/// One non-blocking connection. No Nagle: it would hold a round's small requests back until an
+/// ACK arrives and add that wait to the measured latency.
+fn connect(api: SocketAddr, c: usize, poll: &Poll) -> io::Result<LoadConn> {
+    let std_stream = std::net::TcpStream::connect(api)?;
+    std_stream.set_nodelay(true)?;
+    std_stream.set_nonblocking(true)?;
+    let mut stream = TcpStream::from_std(std_stream);
+    // Edge-triggered: WRITABLE only fires when a full send buffer drains, so it can stay on.
+    poll.registry().register(
+        &mut stream,
+        Token(c),
+        Interest::READABLE | Interest::WRITABLE,
+    )?;
+    Ok(LoadConn {
+        stream,
+        out: BytesMut::new(),
+        input: BytesMut::with_capacity(64 * 1024),
+        awaiting: 0,
+        round_start: Instant::now(),
+        next_key: c as u64,
+    })
 }
 
 /// Encodes the next round of requests into the connection's output.
@@ -206,6 +227,22 @@ fn read_all(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Decodes every whole answer in the connection's input and counts it off the round; an answer
+/// beyond the round's requests means the node and this tool disagree, and ends the run.
+fn take_answers(spec: &LoadSpec, conn: &mut LoadConn, report: &mut LoadReport) -> io::Result<()> {
+    while let Some(reply) = api::decode_reply(&mut conn.input)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+    {
+        conn.awaiting = conn.awaiting.checked_sub(1).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "an answer nobody asked for")
+        })?;
+        if spec.op == Op::Get && matches!(reply, ApiReply::Failure { .. }) {
+            report.misses += 1;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use voidphone_dht::client::{self, ApiClient};
-use voidphone_dht::config::Config;
+use voidphone_dht::config::{Config, ConfigError};
+use voidphone_dht::load::{LoadSpec, Op};
 use voidphone_dht::reactor::{Reactor, RunningNode};
 
 const HELP: &str = "\
@@ -64,57 +65,28 @@ fn skip_one(mut p: lexopt::Parser) -> lexopt::Parser {
 
 type Res = Result<ExitCode, Box<dyn std::error::Error>>;
 
+/// A subcommand's options, `Ok(None)` when the user asked for --help (the caller prints it).
+type Parsed<T> = Result<Option<T>, Box<dyn std::error::Error>>;
+
 fn addr(p: &mut lexopt::Parser) -> Result<SocketAddr, Box<dyn std::error::Error>> {
     let v: String = p.value()?.parse()?;
     v.parse()
         .map_err(|_| format!("expected an address like 127.0.0.1:7401, got {v:?}").into())
 }
 
-fn run(mut p: lexopt::Parser) -> Res {
-    let mut config = PathBuf::from("node.toml");
-    let (mut api, mut p2p, mut bootstrap) = (None, None, None);
-    let mut verbosity: i32 = 0;
-    while let Some(arg) = p.next()? {
-        match arg {
-            Short('c') | Long("config") => config = p.value()?.into(),
-            Long("api-address") => api = Some(addr(&mut p)?),
-            Long("p2p-address") => p2p = Some(addr(&mut p)?),
-            Long("bootstrap") => {
-                let v: String = p.value()?.parse()?;
-                let list: Result<Vec<SocketAddr>, _> = v
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::parse)
-                    .collect();
-                bootstrap =
-                    Some(list.map_err(|_| format!("--bootstrap: expected addresses, got {v:?}"))?);
-            }
-            Short('v') | Long("verbose") => verbosity += 1,
-            Short('q') | Long("quiet") => verbosity -= 1,
-            Short('h') | Long("help") => {
-                print!("{HELP}");
-                return Ok(ExitCode::SUCCESS);
-            }
-            _ => return Err(arg.unexpected().into()),
-        }
-    }
-    let mut cfg = match Config::load(&config) {
+fn run(p: lexopt::Parser) -> Res {
+    let Some(args) = run_args(p)? else {
+        print!("{HELP}");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let cfg = match args.load_config() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("voidphone-dht: configuration error: {e}");
             return Ok(ExitCode::from(2));
         }
     };
-    if let Some(a) = api {
-        cfg.reactor.api_address = a;
-    }
-    if let Some(a) = p2p {
-        cfg.reactor.p2p_address = a;
-    }
-    if let Some(b) = bootstrap {
-        cfg.node.bootstrap = b;
-    }
-    init_logging(cfg.log_level, verbosity);
+    init_logging(cfg.log_level, args.verbosity);
     let mut reactor = Reactor::bind(&cfg, seed())?;
     reactor.stop_on_signals()?;
     println!(
@@ -126,6 +98,68 @@ fn run(mut p: lexopt::Parser) -> Res {
     std::io::stdout().flush()?;
     reactor.run()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `run`'s command line asks for: a configuration file, keys of it to override, and how much
+/// more (or less) than its `log_level` to log.
+struct RunArgs {
+    config_path: PathBuf,
+    api: Option<SocketAddr>,
+    p2p: Option<SocketAddr>,
+    bootstrap: Option<Vec<SocketAddr>>,
+    /// Log levels above (positive) or below the configured one.
+    verbosity: i32,
+}
+
+fn run_args(mut p: lexopt::Parser) -> Parsed<RunArgs> {
+    let mut args = RunArgs {
+        config_path: PathBuf::from("node.toml"),
+        api: None,
+        p2p: None,
+        bootstrap: None,
+        verbosity: 0,
+    };
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('c') | Long("config") => args.config_path = p.value()?.into(),
+            Long("api-address") => args.api = Some(addr(&mut p)?),
+            Long("p2p-address") => args.p2p = Some(addr(&mut p)?),
+            Long("bootstrap") => args.bootstrap = Some(bootstrap_list(&mut p)?),
+            Short('v') | Long("verbose") => args.verbosity += 1,
+            Short('q') | Long("quiet") => args.verbosity -= 1,
+            Short('h') | Long("help") => return Ok(None),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    Ok(Some(args))
+}
+
+/// `--bootstrap A,B`; empty items are skipped, so `--bootstrap ''` empties the configured list.
+fn bootstrap_list(p: &mut lexopt::Parser) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error>> {
+    let v: String = p.value()?.parse()?;
+    let list: Result<Vec<SocketAddr>, _> = v
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::parse)
+        .collect();
+    Ok(list.map_err(|_| format!("--bootstrap: expected addresses, got {v:?}"))?)
+}
+
+impl RunArgs {
+    /// The configuration file with the command line's overrides on top.
+    fn load_config(&self) -> Result<Config, ConfigError> {
+        let mut cfg = Config::load(&self.config_path)?;
+        if let Some(a) = self.api {
+            cfg.reactor.api_address = a;
+        }
+        if let Some(a) = self.p2p {
+            cfg.reactor.p2p_address = a;
+        }
+        if let Some(b) = &self.bootstrap {
+            cfg.node.bootstrap = b.clone();
+        }
+        Ok(cfg)
+    }
 }
 
 fn init_logging(base: log::LevelFilter, verbosity: i32) {
@@ -253,47 +287,25 @@ fn ring(mut p: lexopt::Parser) -> Res {
     Ok(ExitCode::SUCCESS)
 }
 
-fn testnet(mut p: lexopt::Parser) -> Res {
-    let mut count = 8usize;
-    let mut threads = 0usize;
-    let mut verbosity = -1;
-    while let Some(arg) = p.next()? {
-        match arg {
-            Long("nodes") | Short('n') => count = p.value()?.parse()?,
-            Long("threads") => threads = p.value()?.parse()?,
-            Short('v') | Long("verbose") => verbosity += 1,
-            Short('h') | Long("help") => {
-                println!(
-                    "voidphone-dht testnet --nodes N [--threads T]   run N joined nodes on 127.0.0.1 until Ctrl-C\n  (a thread per node, or all of them sharing T threads)"
-                );
-                return Ok(ExitCode::SUCCESS);
-            }
-            _ => return Err(arg.unexpected().into()),
-        }
-    }
-    if !(1..=512).contains(&count) {
-        return Err("--nodes takes 1 to 512".into());
-    }
-    init_logging(log::LevelFilter::Info, verbosity);
-    let started = std::time::Instant::now();
-    let nodes = if threads == 0 {
-        voidphone_dht::testnet::start(count, seed())?
-    } else {
-        voidphone_dht::testnet::start_shared(count, seed(), threads)?
+const TESTNET_HELP: &str = "voidphone-dht testnet --nodes N [--threads T]   run N joined nodes on 127.0.0.1 until Ctrl-C\n  (a thread per node, or all of them sharing T threads)";
+
+fn testnet(p: lexopt::Parser) -> Res {
+    let Some(args) = testnet_args(p)? else {
+        println!("{TESTNET_HELP}");
+        return Ok(ExitCode::SUCCESS);
     };
-    println!("{:<4} {:<10} {:<22} {:<22}", "#", "id", "api", "p2p");
-    for (i, n) in nodes.iter().enumerate() {
-        println!(
-            "{:<4} {:<10} {:<22} {:<22}",
-            i,
-            n.id.short(),
-            n.api.to_string(),
-            n.p2p.to_string()
-        );
-    }
+    init_logging(log::LevelFilter::Info, args.verbosity);
+    let started = std::time::Instant::now();
+    let nodes = if args.threads == 0 {
+        voidphone_dht::testnet::start(args.nodes, seed())?
+    } else {
+        voidphone_dht::testnet::start_shared(args.nodes, seed(), args.threads)?
+    };
+    print_testnet_nodes(&nodes);
     match voidphone_dht::testnet::wait_for_ring(&nodes, Duration::from_secs(30)) {
         Ok(()) => println!(
-            "ring of {count} formed in {} ms; try: voidphone-dht ring --p2p {}",
+            "ring of {} formed in {} ms; try: voidphone-dht ring --p2p {}",
+            args.nodes,
             started.elapsed().as_millis(),
             nodes[0].p2p
         ),
@@ -306,6 +318,50 @@ fn testnet(mut p: lexopt::Parser) -> Res {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `testnet`'s command line asks for.
+struct TestnetArgs {
+    /// Nodes to start, 1 to 512.
+    nodes: usize,
+    /// Threads all nodes share; 0 gives every node a thread of its own.
+    threads: usize,
+    /// Log levels above (positive) or below `info`; the testnet starts one below, at `warn`.
+    verbosity: i32,
+}
+
+fn testnet_args(mut p: lexopt::Parser) -> Parsed<TestnetArgs> {
+    let mut args = TestnetArgs {
+        nodes: 8,
+        threads: 0,
+        verbosity: -1,
+    };
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("nodes") | Short('n') => args.nodes = p.value()?.parse()?,
+            Long("threads") => args.threads = p.value()?.parse()?,
+            Short('v') | Long("verbose") => args.verbosity += 1,
+            Short('h') | Long("help") => return Ok(None),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    if !(1..=512).contains(&args.nodes) {
+        return Err("--nodes takes 1 to 512".into());
+    }
+    Ok(Some(args))
+}
+
+fn print_testnet_nodes(nodes: &[RunningNode]) {
+    println!("{:<4} {:<10} {:<22} {:<22}", "#", "id", "api", "p2p");
+    for (i, n) in nodes.iter().enumerate() {
+        println!(
+            "{:<4} {:<10} {:<22} {:<22}",
+            i,
+            n.id.short(),
+            n.api.to_string(),
+            n.p2p.to_string()
+        );
+    }
+}
+
 fn wait_for_signal() -> std::io::Result<()> {
     let (mut read, write) = std::os::unix::net::UnixStream::pair()?;
     signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, write.try_clone()?)?;
@@ -314,29 +370,20 @@ fn wait_for_signal() -> std::io::Result<()> {
     read.read_exact(&mut b)
 }
 
-fn simulate(mut p: lexopt::Parser) -> Res {
+const SIM_HELP: &str = "voidphone-dht sim [--nodes N] [--seed S] [--probes P] [--loss 0.01]   simulated ring: convergence and path lengths";
+
+fn simulate(p: lexopt::Parser) -> Res {
     use voidphone_dht::sim::{NetConfig, Sim};
-    let (mut n, mut seed, mut probes, mut loss) = (256usize, 1u64, 2000usize, 0.0f64);
-    while let Some(arg) = p.next()? {
-        match arg {
-            Long("nodes") | Short('n') => n = p.value()?.parse()?,
-            Long("seed") => seed = p.value()?.parse()?,
-            Long("probes") => probes = p.value()?.parse()?,
-            Long("loss") => loss = p.value()?.parse()?,
-            Short('h') | Long("help") => {
-                println!(
-                    "voidphone-dht sim [--nodes N] [--seed S] [--probes P] [--loss 0.01]   simulated ring: convergence and path lengths"
-                );
-                return Ok(ExitCode::SUCCESS);
-            }
-            _ => return Err(arg.unexpected().into()),
-        }
-    }
+    let Some(args) = sim_args(p)? else {
+        println!("{SIM_HELP}");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let (n, seed) = (args.nodes, args.seed);
     let mut sim = Sim::new(
         seed,
         Sim::default_node_config(),
         NetConfig {
-            loss,
+            loss: args.loss,
             ..NetConfig::default()
         },
     );
@@ -348,7 +395,7 @@ fn simulate(mut p: lexopt::Parser) -> Res {
         .map_err(|e| format!("seed {seed}: no convergence: {e}"))?;
     sim.run_for(30_000);
     let mut paths = sim
-        .probe_random(probes)
+        .probe_random(args.probes)
         .map_err(|e| format!("seed {seed}: {e}"))?;
     paths.sort();
     let mean = paths.iter().map(|p| *p as f64).sum::<f64>() / paths.len() as f64;
@@ -366,44 +413,89 @@ fn simulate(mut p: lexopt::Parser) -> Res {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `sim`'s command line asks for.
+struct SimArgs {
+    /// Nodes in the simulated ring.
+    nodes: usize,
+    /// Seeds the whole simulation; the same seed replays the same run.
+    seed: u64,
+    /// Random keys looked up from random nodes to measure path lengths.
+    probes: usize,
+    /// Chance that the simulated network loses a message.
+    loss: f64,
+}
+
+fn sim_args(mut p: lexopt::Parser) -> Parsed<SimArgs> {
+    let mut args = SimArgs {
+        nodes: 256,
+        seed: 1,
+        probes: 2000,
+        loss: 0.0,
+    };
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("nodes") | Short('n') => args.nodes = p.value()?.parse()?,
+            Long("seed") => args.seed = p.value()?.parse()?,
+            Long("probes") => args.probes = p.value()?.parse()?,
+            Long("loss") => args.loss = p.value()?.parse()?,
+            Short('h') | Long("help") => return Ok(None),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    Ok(Some(args))
+}
+
+const BENCH_HELP: &str = "voidphone-dht bench --api ADDR[,ADDR...] --conns C --pipeline P --secs S --op get|put [--keys K] [--vsize BYTES]\n  prints ops/s, p50 and p99 latency of a pipelined round, and misses. Run --op put first to load the keys.";
+
 /// `bench`: a load generator in the spirit of redis-benchmark (src/load.rs: one thread, one poll
 /// loop over every connection; each round writes `pipeline` requests and reads the replies, and a
 /// round of PUTs ends with one GET that confirms them).
-fn bench(mut p: lexopt::Parser) -> Res {
+fn bench(p: lexopt::Parser) -> Res {
+    let Some(BenchArgs { spec, secs }) = bench_args(p)? else {
+        println!("{BENCH_HELP}");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let report = voidphone_dht::load::run(&spec)?;
+    println!(
+        "op {} conns {} pipeline {} nodes {}: {:.0} ops/s, round p50 {} us, p99 {} us, misses {}",
+        spec.op.name(),
+        spec.conns,
+        spec.pipeline,
+        spec.apis.len(),
+        report.ops as f64 / secs,
+        report.round_us(0.5),
+        report.round_us(0.99),
+        report.misses
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `bench`'s command line asks for: the load, and its length in seconds as given, which
+/// ops/s divides by.
+struct BenchArgs {
+    spec: LoadSpec,
+    secs: f64,
+}
+
+/// Reads every option before judging any, so an unknown option is reported before a bad value.
+fn bench_args(mut p: lexopt::Parser) -> Parsed<BenchArgs> {
     let (mut apis, mut conns, mut pipeline, mut secs) =
         (vec![DEFAULT_API.parse()?], 16usize, 1usize, 5.0f64);
     let (mut op, mut keys, mut vsize) = ("get".to_string(), 10_000u64, 100usize);
     while let Some(arg) = p.next()? {
         match arg {
-            Long("api") => {
-                let v: String = p.value()?.parse()?;
-                apis = v
-                    .split(',')
-                    .map(str::parse)
-                    .collect::<Result<_, _>>()
-                    .map_err(|_| format!("--api: bad address list {v:?}"))?;
-            }
+            Long("api") => apis = api_list(&mut p)?,
             Long("conns") => conns = p.value()?.parse()?,
             Long("pipeline") => pipeline = p.value()?.parse()?,
             Long("secs") => secs = p.value()?.parse()?,
             Long("op") => op = p.value()?.parse()?,
             Long("keys") => keys = p.value()?.parse()?,
             Long("vsize") => vsize = p.value()?.parse()?,
-            Short('h') | Long("help") => {
-                println!(
-                    "voidphone-dht bench --api ADDR[,ADDR...] --conns C --pipeline P --secs S --op get|put [--keys K] [--vsize BYTES]"
-                );
-                println!(
-                    "  prints ops/s, p50 and p99 latency of a pipelined round, and misses. Run --op put first to load the keys."
-                );
-                return Ok(ExitCode::SUCCESS);
-            }
+            Short('h') | Long("help") => return Ok(None),
             _ => return Err(arg.unexpected().into()),
         }
     }
-    if op != "get" && op != "put" {
-        return Err("--op takes get or put".into());
-    }
+    let op = Op::from_name(&op).ok_or("--op takes get or put")?;
     if conns == 0
         || pipeline == 0
         || keys == 0
@@ -412,27 +504,23 @@ fn bench(mut p: lexopt::Parser) -> Res {
     {
         return Err("--conns, --pipeline, --keys must be positive and --vsize 1..65495".into());
     }
-    let spec = voidphone_dht::load::LoadSpec {
+    let spec = LoadSpec {
         conns,
         pipeline,
         duration: Duration::from_secs_f64(secs),
-        op: if op == "put" {
-            voidphone_dht::load::Op::Put
-        } else {
-            voidphone_dht::load::Op::Get
-        },
+        op,
         keys,
         value_bytes: vsize,
         apis,
     };
-    let report = voidphone_dht::load::run(&spec)?;
-    println!(
-        "op {op} conns {conns} pipeline {pipeline} nodes {}: {:.0} ops/s, round p50 {} us, p99 {} us, misses {}",
-        spec.apis.len(),
-        report.ops as f64 / secs,
-        report.round_us(0.5),
-        report.round_us(0.99),
-        report.misses
-    );
-    Ok(ExitCode::SUCCESS)
+    Ok(Some(BenchArgs { spec, secs }))
+}
+
+/// `--api A,B`: the nodes the connections are spread over.
+fn api_list(p: &mut lexopt::Parser) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error>> {
+    let v: String = p.value()?.parse()?;
+    v.split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("--api: bad address list {v:?}").into())
 }

@@ -30,8 +30,11 @@ const LAST_RESORT_CHANCES: u32 = 3;
 const CONTACTS_MAX: usize = 16;
 /// How much more often stabilize runs while our successor or predecessor keeps changing.
 const UNSETTLED_SPEEDUP: u64 = 8;
-/// The longest pause between join attempts once every known peer has failed.
-const JOIN_BACKOFF_MAX_MS: u64 = 60_000;
+/// Failed passes over the join candidates retried at the normal pace (a contact may itself still
+/// be joining); after them the pause doubles per pass, up to [`JOIN_BACKOFF_MAX_MS`].
+const JOIN_PATIENT_PASSES: u64 = 8;
+/// The longest pause between join attempts: a dead contact is asked twice a minute at most.
+const JOIN_BACKOFF_MAX_MS: u64 = 30_000;
 
 /// What a maintenance request waits for.
 #[derive(Debug)]
@@ -213,10 +216,12 @@ impl Maintenance {
         self.schedule_join(ctx, candidates);
     }
 
-    /// The next attempt: at once through the next candidate, backing off after each full pass.
+    /// The next attempt, through the next candidate, after a pause that grows once many passes
+    /// over the candidates have failed.
     fn schedule_join(&mut self, ctx: &mut Ctx, candidates: usize) {
-        let passes = self.join_failures as usize / candidates.max(1);
-        let wait = (ctx.cfg.request_timeout_ms << passes.min(16)).min(JOIN_BACKOFF_MAX_MS);
+        let passes = (self.join_failures as usize / candidates.max(1)) as u64;
+        let doublings = passes.saturating_sub(JOIN_PATIENT_PASSES).min(16);
+        let wait = (ctx.cfg.request_timeout_ms << doublings).min(JOIN_BACKOFF_MAX_MS);
         ctx.schedule(Periodic::Join, wait);
     }
 

@@ -38,7 +38,7 @@ use maintenance::Maintenance;
 use repair::Repair;
 use std::net::SocketAddr;
 use timers::Periodic;
-use values::{IncomingPut, Values};
+use values::Values;
 
 pub use context::Stats;
 pub use maintenance::{REQUESTS_MAX as MAINTENANCE_REQUESTS_MAX, SENDS_PER_ROUND};
@@ -208,33 +208,11 @@ impl Node {
             PeerMsg::Leave { node, pred, succs } => {
                 self.maintenance.on_leave(ctx, node, pred, succs)
             }
-            PeerMsg::StorageGet { key } => self.values.on_storage_get(ctx, from, request, key),
-            PeerMsg::StoragePut {
-                ttl_ms,
-                replication,
-                version,
-                key,
-                value,
-            } => {
-                let put = IncomingPut {
-                    ttl_ms,
-                    replication,
-                    version,
-                    key,
-                    value,
-                };
-                self.values.on_storage_put(ctx, from, request, put)
+            msg @ (PeerMsg::StorageGet { .. } | PeerMsg::StoragePut { .. }) => {
+                self.values.on_request(ctx, from, request, msg)
             }
-            PeerMsg::Sync {
-                from: range_from,
-                to,
-                index,
-                buckets,
-            } => {
-                let range = (range_from, to);
-                let at = (from, request);
-                self.repair
-                    .on_sync(ctx, &self.values, at, range, index, buckets)
+            msg @ PeerMsg::Sync { .. } => {
+                self.repair.on_sync(ctx, &self.values, from, request, msg)
             }
             answer => self.on_answer(from, request, answer),
         }

@@ -111,16 +111,26 @@ impl Repair {
         }
     }
 
-    /// Holder side: compare the summary with ours and list our keys in the buckets that differ.
+    /// SYNC (holder side): compare the summary with ours and list our keys in the buckets that
+    /// differ.
     pub fn on_sync(
         &mut self,
         ctx: &mut Ctx,
         values: &Values,
-        (from, request): (SocketAddr, u64),
-        range: (Id, Id),
-        index: u8,
-        theirs: Vec<(u64, u32)>,
+        from: SocketAddr,
+        request: u64,
+        msg: PeerMsg,
     ) {
+        let PeerMsg::Sync {
+            from: range_from,
+            to: range_to,
+            index,
+            buckets: theirs,
+        } = msg
+        else {
+            unreachable!("not a SYNC: {msg:?}")
+        };
+        let range = (range_from, range_to);
         let storage = values.storage();
         let ours = summary(storage, range, index as usize, ctx.now);
         let differing = (0..SYNC_BUCKETS)

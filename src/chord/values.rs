@@ -22,12 +22,12 @@ pub(super) struct Outgoing {
 }
 
 /// A STORAGE PUT as it arrived.
-pub(super) struct IncomingPut {
-    pub ttl_ms: u32,
-    pub replication: u8,
-    pub version: u64,
-    pub key: Key,
-    pub value: Bytes,
+struct IncomingPut {
+    ttl_ms: u32,
+    replication: u8,
+    version: u64,
+    key: Key,
+    value: Bytes,
 }
 
 /// An acknowledged copy: the answer's key and hash are checked.
@@ -80,8 +80,32 @@ impl Values {
         Some(self.out.copy(s.value))
     }
 
+    /// STORAGE GET or PUT from a peer (the shell sends us no other message).
+    pub fn on_request(&mut self, ctx: &mut Ctx, from: SocketAddr, request: u64, msg: PeerMsg) {
+        match msg {
+            PeerMsg::StorageGet { key } => self.on_storage_get(ctx, from, request, key),
+            PeerMsg::StoragePut {
+                ttl_ms,
+                replication,
+                version,
+                key,
+                value,
+            } => {
+                let put = IncomingPut {
+                    ttl_ms,
+                    replication,
+                    version,
+                    key,
+                    value,
+                };
+                self.on_storage_put(ctx, from, request, put)
+            }
+            other => unreachable!("not a storage request: {other:?}"),
+        }
+    }
+
     /// STORAGE GET from a peer.
-    pub fn on_storage_get(&mut self, ctx: &mut Ctx, from: SocketAddr, request: u64, key: Key) {
+    fn on_storage_get(&mut self, ctx: &mut Ctx, from: SocketAddr, request: u64, key: Key) {
         let msg = match self.storage.get(&key, ctx.now) {
             Some(s) => PeerMsg::StorageGetSuccess {
                 ttl_ms: ttl_ms(s.expires, ctx.now),
@@ -105,13 +129,7 @@ impl Values {
     /// STORAGE PUT: a write to the responsible node (stored, then copied to the next successors),
     /// or a copy (`COPY_FLAG`: a replica, a repair or a hand-off, stored as it is unless we hold a
     /// newer version). Request id 0 asks for no answer.
-    pub fn on_storage_put(
-        &mut self,
-        ctx: &mut Ctx,
-        from: SocketAddr,
-        request: u64,
-        put: IncomingPut,
-    ) {
+    fn on_storage_put(&mut self, ctx: &mut Ctx, from: SocketAddr, request: u64, put: IncomingPut) {
         let key = put.key;
         let expires = ctx.now + (put.ttl_ms as u64).min(ctx.cfg.ttl_max_s as u64 * 1000);
         let copy = put.replication & COPY_FLAG != 0;

@@ -129,44 +129,16 @@ impl Reactor {
         token_base: usize,
         waker: Arc<Waker>,
     ) -> io::Result<Reactor> {
-        let mut api_listener = TcpListener::bind(cfg.reactor.api_address)?;
-        let mut p2p_listener = TcpListener::bind(cfg.reactor.p2p_address)?;
-        registry.register(
-            &mut api_listener,
-            Token(token_base + API_LISTENER),
-            Interest::READABLE,
-        )?;
-        registry.register(
-            &mut p2p_listener,
-            Token(token_base + P2P_LISTENER),
-            Interest::READABLE,
-        )?;
+        let api_listener = listen(cfg.reactor.api_address, registry, token_base + API_LISTENER)?;
+        let p2p_listener = listen(cfg.reactor.p2p_address, registry, token_base + P2P_LISTENER)?;
         let p2p_addr = p2p_listener.local_addr()?;
-        let start = Instant::now();
         let mut node = Node::new(cfg.node.clone(), p2p_addr, seed, Time::ZERO);
-        // Write versions come from the wall clock (time 0 of the node's clock is `start`).
+        // Write versions come from the wall clock (time 0 of the node's clock is now).
         let epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         node.handle_input(Input::WallClock { epoch_ms: epoch }, Time::ZERO);
-        let mut greeting = BytesMut::new();
-        node.greeting().encode(&mut greeting);
-        let net = Net {
-            registry: registry.try_clone()?,
-            token_base,
-            cfg: cfg.reactor.clone(),
-            conns: Slab::new(),
-            peers: HashMap::new(),
-            idle: TimerWheel::new(100, 512, Time::ZERO),
-            next_generation: 0,
-            dirty: Vec::new(),
-            resumed: Vec::new(),
-            scratch: vec![0u8; READ_CHUNK].into_boxed_slice(),
-            inputs: Vec::new(),
-            greeting,
-            me: node.me(),
-            start,
-        };
+        let net = Net::new(cfg, registry.try_clone()?, token_base, &node);
         let mut reactor = Reactor {
             poll: None,
             node,
@@ -505,7 +477,35 @@ enum ReadOutcome {
     Closed,
 }
 
+/// A listener on `addr`, registered for `token`.
+fn listen(addr: SocketAddr, registry: &mio::Registry, token: usize) -> io::Result<TcpListener> {
+    let mut listener = TcpListener::bind(addr)?;
+    registry.register(&mut listener, Token(token), Interest::READABLE)?;
+    Ok(listener)
+}
+
 impl Net {
+    fn new(cfg: &Config, registry: mio::Registry, token_base: usize, node: &Node) -> Net {
+        let mut greeting = BytesMut::new();
+        node.greeting().encode(&mut greeting);
+        Net {
+            registry,
+            token_base,
+            cfg: cfg.reactor.clone(),
+            conns: Slab::new(),
+            peers: HashMap::new(),
+            idle: TimerWheel::new(100, 512, Time::ZERO),
+            next_generation: 0,
+            dirty: Vec::new(),
+            resumed: Vec::new(),
+            scratch: vec![0u8; READ_CHUNK].into_boxed_slice(),
+            inputs: Vec::new(),
+            greeting,
+            me: node.me(),
+            start: Instant::now(),
+        }
+    }
+
     /// Reads into the connection's buffer until WouldBlock, end of stream or the buffer bound (the
     /// largest frame plus one read). Reads go through one reused scratch buffer, so only what
     /// arrived is appended (no zeroing per read).

@@ -33,8 +33,8 @@ const UNSETTLED_SPEEDUP: u64 = 8;
 /// Failed passes over the join candidates retried at the normal pace (a contact may itself still
 /// be joining); after them the pause doubles per pass, up to [`JOIN_BACKOFF_MAX_MS`].
 const JOIN_PATIENT_PASSES: u64 = 8;
-/// The longest pause between join attempts: a dead contact is asked twice a minute at most.
-const JOIN_BACKOFF_MAX_MS: u64 = 30_000;
+/// The longest pause between join attempts: a dead contact is asked once a minute.
+const JOIN_BACKOFF_MAX_MS: u64 = 60_000;
 
 /// What a maintenance request waits for.
 #[derive(Debug)]

@@ -17,7 +17,7 @@ use crate::wire::api::{ApiReply, ApiRequest};
 use crate::wire::p2p;
 use bytes::{Bytes, BytesMut};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::SocketAddr;
 
 /// The simulated network.
@@ -132,7 +132,8 @@ pub struct Sim {
     net: NetConfig,
     rng: Prng,
     /// Per directed link, its stream state: links are FIFO like TCP.
-    links: BTreeMap<(SocketAddr, SocketAddr), Link>,
+    /// (Only looked up, never iterated: a hash map keeps the run deterministic.)
+    links: HashMap<(SocketAddr, SocketAddr), Link>,
     next_addr: u32,
     trace: u64,
     pub events: u64,
@@ -156,7 +157,7 @@ impl Sim {
             node_cfg,
             net,
             rng: Prng::new(seed),
-            links: BTreeMap::new(),
+            links: HashMap::new(),
             next_addr: 0,
             trace: 0xcbf2_9ce4_8422_2325,
             events: 0,
@@ -377,39 +378,45 @@ impl Sim {
     fn receive(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
         let link = self.links.entry((from, to)).or_default();
         link.received.extend_from_slice(bytes);
-        loop {
-            let link = self.links.get_mut(&(from, to)).expect("the link");
-            let frame = match p2p::decode_frame(&mut link.received, self.net.frame_bytes_max) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => return,
-                Err(e) => {
-                    log::warn!("sim: link {from} → {to} closed: {e}");
-                    self.links.remove(&(from, to));
-                    let at = self.now + self.net.latency_min_ms;
-                    return self.schedule(at, Event::Unreachable { at: from, peer: to });
-                }
-            };
+        let mut frames = Vec::new();
+        let broken = loop {
+            match p2p::decode_frame(&mut link.received, self.net.frame_bytes_max) {
+                Ok(Some(frame)) => frames.push(frame),
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        for frame in frames {
             self.hash_event(1, to, frame.msg.msg_type() as u64);
             if to == PROBER {
                 self.on_probe_answer(frame);
-                continue;
+            } else {
+                self.input(to, Input::PeerFrame { from, frame });
             }
-            if !self.nodes.contains_key(&to) {
-                return;
-            }
-            self.input(to, Input::PeerFrame { from, frame });
+        }
+        if let Some(e) = broken {
+            log::warn!("sim: link {from} → {to} closed: {e}");
+            self.links.remove(&(from, to));
+            let at = self.now + self.net.latency_min_ms;
+            self.schedule(at, Event::Unreachable { at: from, peer: to });
         }
     }
 
-    /// Hands `input` to the live node at `at`, then delivers its outputs and checks it.
+    /// Hands `input` to the live node at `at`, checks it, then delivers its outputs.
     fn input(&mut self, at: SocketAddr, input: Input) {
         let Some(n) = self.nodes.get_mut(&at) else {
             return;
         };
         n.node.handle_input(input, self.now);
-        self.after_handle(at);
-        self.nodes[&at].node.check_invariants();
-        if self.nodes[&at].node.leave_done() {
+        let mut out = Collected::default();
+        // A wake-up in the past (timers may be conservative) is due now.
+        let wake = chord::drive(&mut n.node, &mut out).map(|t| t.max(self.now));
+        n.node.check_invariants();
+        let rearm = wake != n.wake;
+        n.wake = wake;
+        let gone = n.node.leave_done();
+        self.deliver_outputs(at, out, wake.filter(|_| rearm));
+        if gone {
             self.nodes.remove(&at);
         }
         if self.check_every_event
@@ -439,13 +446,16 @@ impl Sim {
     fn after_handle(&mut self, at: SocketAddr) {
         let mut out = Collected::default();
         let n = self.nodes.get_mut(&at).expect("live node");
-        // A wake-up in the past (timers may be conservative) is due now.
         let wake = chord::drive(&mut n.node, &mut out).map(|t| t.max(self.now));
-        if wake != n.wake {
-            n.wake = wake;
-            if let Some(t) = wake {
-                self.schedule(t, Event::Timer { at });
-            }
+        let rearm = wake != n.wake;
+        n.wake = wake;
+        self.deliver_outputs(at, out, wake.filter(|_| rearm));
+    }
+
+    /// Sends what node `at` put out, and schedules its wake-up when it asked for a new one.
+    fn deliver_outputs(&mut self, at: SocketAddr, out: Collected, wake: Option<Time>) {
+        if let Some(t) = wake {
+            self.schedule(t, Event::Timer { at });
         }
         for t in out.transmits {
             self.transmit(at, t);
@@ -460,32 +470,29 @@ impl Sim {
             + self
                 .rng
                 .below(self.net.latency_max_ms - self.net.latency_min_ms + 1);
-        if t.to != PROBER && !self.nodes.contains_key(&t.to) {
-            // Connection refused: the sender learns it after a round trip.
-            self.schedule(
-                self.now + 2 * latency,
-                Event::Unreachable {
-                    at: from,
-                    peer: t.to,
-                },
-            );
-            return;
-        }
         let mut bytes = BytesMut::new();
-        let link = self.links.entry((from, t.to)).or_default();
-        if !link.greeted && from != PROBER {
-            link.greeted = true;
-            self.nodes[&from].node.greeting().encode(&mut bytes);
-        }
         let len = t.frame.encode(&mut bytes);
         let counter = self.traffic.entry(t.frame.msg.msg_type()).or_default();
         counter.0 += 1;
         counter.1 += len as u64;
+        if t.to != PROBER && !self.nodes.contains_key(&t.to) {
+            // Connection refused: the sender learns it after a round trip.
+            let peer = t.to;
+            let at = self.now + 2 * latency;
+            return self.schedule(at, Event::Unreachable { at: from, peer });
+        }
         // A lost message is lost whole: the stream stays in step, the request times out.
         if self.net.loss > 0.0 && self.rng.chance(self.net.loss) {
             return;
         }
-        let link = self.links.get_mut(&(from, t.to)).expect("the link");
+        let link = self.links.entry((from, t.to)).or_default();
+        if !link.greeted && from != PROBER {
+            link.greeted = true;
+            let mut greeted = BytesMut::new();
+            self.nodes[&from].node.greeting().encode(&mut greeted);
+            greeted.unsplit(bytes);
+            bytes = greeted;
+        }
         let at = (self.now + latency).max(link.clock);
         // Pieces arrive one millisecond apart: frames are decoded from partial reads.
         let pieces = 1 + self.rng.below(3);

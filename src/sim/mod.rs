@@ -106,6 +106,20 @@ pub struct SimNode {
     pub node: Node,
     /// The wake-up the node asked for last; older timer events are stale.
     wake: Option<Time>,
+    /// Everything the node was given and put out, when it is recorded.
+    pub recording: Option<Recording>,
+}
+
+/// A node's life as inputs and outputs: `Node::new(config, addr, seed, born)` given `inputs` one by
+/// one (each followed by a drain) puts out `transmits` and `replies` again, in order.
+#[derive(Clone, Debug)]
+pub struct Recording {
+    pub config: NodeConfig,
+    pub seed: u64,
+    pub born: Time,
+    pub inputs: Vec<(Time, Input)>,
+    pub transmits: Vec<Transmit>,
+    pub replies: Vec<(ClientId, ApiReply)>,
 }
 
 /// The answer to a probe lookup: the node named responsible, and the PEER FIND messages it took.
@@ -190,14 +204,39 @@ impl Sim {
 
     /// Adds a node at `now`; it joins through `bootstrap` (or starts the ring when `None`).
     pub fn add_node(&mut self, bootstrap: Option<SocketAddr>) -> SocketAddr {
+        self.add_node_recorded(bootstrap, false)
+    }
+
+    /// Adds a node whose every input and output is recorded ([`SimNode::recording`]).
+    pub fn add_recorded_node(&mut self, bootstrap: Option<SocketAddr>) -> SocketAddr {
+        self.add_node_recorded(bootstrap, true)
+    }
+
+    fn add_node_recorded(&mut self, bootstrap: Option<SocketAddr>, record: bool) -> SocketAddr {
         self.next_addr += 1;
         let n = self.next_addr;
         let addr = SocketAddr::from(([127, 1, (n >> 8) as u8, n as u8], 7000 + (n >> 16) as u16));
         let mut cfg = self.node_cfg.clone();
         cfg.bootstrap = bootstrap.into_iter().collect();
         let seed = self.rng.next_u64();
+        let recording = record.then(|| Recording {
+            config: cfg.clone(),
+            seed,
+            born: self.now,
+            inputs: Vec::new(),
+            transmits: Vec::new(),
+            replies: Vec::new(),
+        });
         let node = Node::new(cfg, addr, seed, self.now);
-        self.nodes.insert(addr, SimNode { node, wake: None });
+        let wake = None;
+        self.nodes.insert(
+            addr,
+            SimNode {
+                node,
+                wake,
+                recording,
+            },
+        );
         self.after_handle(addr);
         addr
     }
@@ -267,11 +306,10 @@ impl Sim {
     /// Graceful leave: the node hands its values on and tells its neighbours, and is gone once the
     /// hand-off is acknowledged (or after 3 s, like the reactor).
     pub fn leave(&mut self, addr: SocketAddr) {
-        let Some(n) = self.nodes.get_mut(&addr) else {
+        if !self.nodes.contains_key(&addr) {
             return;
-        };
-        n.node.handle_input(Input::Leave, self.now);
-        self.after_handle(addr);
+        }
+        self.input(addr, Input::Leave);
         self.schedule(self.now + 3000, Event::Gone { at: addr });
     }
 
@@ -407,11 +445,18 @@ impl Sim {
         let Some(n) = self.nodes.get_mut(&at) else {
             return;
         };
+        if let Some(r) = n.recording.as_mut() {
+            r.inputs.push((self.now, input.clone()));
+        }
         n.node.handle_input(input, self.now);
         let mut out = Collected::default();
         // A wake-up in the past (timers may be conservative) is due now.
         let wake = chord::drive(&mut n.node, &mut out).map(|t| t.max(self.now));
         n.node.check_invariants();
+        if let Some(r) = n.recording.as_mut() {
+            r.transmits.extend(out.transmits.iter().cloned());
+            r.replies.extend(out.replies.iter().cloned());
+        }
         let rearm = wake != n.wake;
         n.wake = wake;
         let gone = n.node.leave_done();
@@ -447,6 +492,9 @@ impl Sim {
         let mut out = Collected::default();
         let n = self.nodes.get_mut(&at).expect("live node");
         let wake = chord::drive(&mut n.node, &mut out).map(|t| t.max(self.now));
+        if let Some(r) = n.recording.as_mut() {
+            r.transmits.extend(out.transmits.iter().cloned());
+        }
         let rearm = wake != n.wake;
         n.wake = wake;
         self.deliver_outputs(at, out, wake.filter(|_| rearm));

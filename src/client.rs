@@ -109,7 +109,7 @@ pub fn node_info(addr: SocketAddr, timeout: Duration) -> io::Result<NodeInfo> {
             Ok(Some(Frame {
                 msg: PeerMsg::InfoReply(info),
                 ..
-            })) => return Ok(info),
+            })) => return Ok(*info),
             Ok(Some(_)) => continue,
             Ok(None) => {}
             Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),

@@ -138,15 +138,20 @@ pub enum PeerMsg {
         differing: u64,
         keys: Vec<(Key, u64)>,
     },
-    /// The sender leaves the ring: here are its predecessor and successors.
-    Leave {
-        node: Peer,
-        pred: Option<Peer>,
-        succs: Vec<Peer>,
-    },
+    /// The sender leaves the ring: here are its predecessor and successors. (Boxed: rare and large.)
+    Leave(Box<Departure>),
     /// Operator view: ask a node for its ring pointers and storage counts.
     InfoGet,
-    InfoReply(NodeInfo),
+    /// Boxed: rare, and large enough to double the size of every message otherwise.
+    InfoReply(Box<NodeInfo>),
+}
+
+/// A node leaving the ring, and the neighbours that take its place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Departure {
+    pub node: Peer,
+    pub pred: Option<Peer>,
+    pub succs: Vec<Peer>,
 }
 
 /// What a node says of itself (INFO REPLY): its ring pointers and how many values it holds.
@@ -188,7 +193,7 @@ impl PeerMsg {
             PeerMsg::InfoReply(_) => INFO_REPLY,
             PeerMsg::Sync { .. } => SYNC,
             PeerMsg::SyncReply { .. } => SYNC_REPLY,
-            PeerMsg::Leave { .. } => LEAVE,
+            PeerMsg::Leave(_) => LEAVE,
         }
     }
 }

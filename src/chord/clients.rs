@@ -1,8 +1,7 @@
 //! Client requests: a DHT GET or PUT routed to the key's responsible node (here, through the
 //! successor list, the routing cache's guess, or a lookup), the replica holders tried in turn, retries
 //! through other routes, and exactly one answer per GET. Owns the client operations in flight, the
-//! per-client count of unanswered GETs (a client that hung up is done when it reaches zero), and a
-//! pool of holder lists. Reads and writes local values through [`Values`]; no part calls it.
+//! clients that hung up (done once none of their GETs is in flight), and a pool of holder lists. Reads and writes local values through [`Values`]; no part calls it.
 
 use super::context::{Ctx, Part, Requests};
 use super::routing;
@@ -13,7 +12,7 @@ use crate::msg::{FailureReason, Peer, PeerMsg};
 use crate::time::Time;
 use crate::wire::api::{ApiReply, ApiRequest};
 use bytes::Bytes;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 /// Lookups a client request may start before it is given up (each takes another first hop).
@@ -82,9 +81,8 @@ enum Waiting {
 pub(super) struct Clients {
     requests: Requests<Waiting>,
     lists: PeerLists,
-    /// GETs handed to us and not answered yet, per client (no entry: none).
-    unanswered: BTreeMap<ClientId, u32>,
-    /// Clients that hung up with GETs unanswered: done when the count reaches zero.
+    /// Clients that hung up with GETs unanswered: done once none of theirs is in flight. (Hang-ups
+    /// are rare, so the requests table is searched then rather than a count kept per GET.)
     hung_up: BTreeSet<ClientId>,
 }
 
@@ -93,7 +91,6 @@ impl Clients {
         Clients {
             requests: Requests::new(Part::Clients, ctx.cfg.pending_requests_max),
             lists: PeerLists::default(),
-            unanswered: BTreeMap::new(),
             hung_up: BTreeSet::new(),
         }
     }
@@ -113,7 +110,6 @@ impl Clients {
         let (key, kind) = match req {
             ApiRequest::Get { key } => {
                 ctx.stats.client_gets += 1;
-                *self.unanswered.entry(client).or_default() += 1;
                 (key, OpKind::Get)
             }
             ApiRequest::Put {
@@ -158,7 +154,7 @@ impl Clients {
 
     /// The client will send nothing more: it is done once every GET it sent is answered.
     pub fn on_hung_up(&mut self, ctx: &mut Ctx, client: ClientId) {
-        if self.unanswered.contains_key(&client) {
+        if self.gets_in_flight(client) {
             self.hung_up.insert(client);
         } else {
             ctx.output(Output::ClientDone { client });
@@ -167,8 +163,16 @@ impl Clients {
 
     /// The client's connection is gone: its answers, if any still come, go nowhere.
     pub fn on_gone(&mut self, client: ClientId) {
-        self.unanswered.remove(&client);
         self.hung_up.remove(&client);
+    }
+
+    fn gets_in_flight(&self, client: ClientId) -> bool {
+        self.requests.iter().any(|(what, _)| {
+            let op = match what {
+                Waiting::Lookup(op) | Waiting::Holder { op, .. } | Waiting::Retry(op) => op,
+            };
+            op.client == client && matches!(op.kind, OpKind::Get)
+        })
     }
 
     /// Sends a request on its way: answered here, by a node we know to be responsible, by the
@@ -325,18 +329,12 @@ impl Clients {
         }
     }
 
-    /// The one answer to a GET.
+    /// The one answer to a GET (its op has left the requests table).
     fn answer(&mut self, ctx: &mut Ctx, client: ClientId, reply: ApiReply) {
         ctx.output(Output::ClientReply { client, reply });
-        let Some(n) = self.unanswered.get_mut(&client) else {
-            return;
-        };
-        *n -= 1;
-        if *n == 0 {
-            self.unanswered.remove(&client);
-            if self.hung_up.remove(&client) {
-                ctx.output(Output::ClientDone { client });
-            }
+        if self.hung_up.contains(&client) && !self.gets_in_flight(client) {
+            self.hung_up.remove(&client);
+            ctx.output(Output::ClientDone { client });
         }
     }
 

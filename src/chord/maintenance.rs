@@ -14,7 +14,7 @@ use super::ring::FINGERS;
 use super::routing;
 use super::timers::Periodic;
 use crate::id::{Id, in_half_open, in_open};
-use crate::msg::{Peer, PeerMsg};
+use crate::msg::{Departure, Peer, PeerMsg};
 use crate::time::Time;
 use std::net::SocketAddr;
 
@@ -660,11 +660,11 @@ impl Maintenance {
     /// our values over, if any.
     pub fn announce_leave(&mut self, ctx: &mut Ctx) -> Option<Peer> {
         let succ = ctx.ring.succs().first().copied()?;
-        let leave = PeerMsg::Leave {
+        let leave = PeerMsg::Leave(Box::new(Departure {
             node: ctx.ring.me,
             pred: ctx.ring.pred,
             succs: ctx.ring.succs().to_vec(),
-        };
+        }));
         ctx.send(succ.addr, 0, leave.clone());
         if let Some(p) = ctx.ring.pred.filter(|p| p.addr != succ.addr) {
             ctx.send(p.addr, 0, leave);
@@ -674,7 +674,8 @@ impl Maintenance {
 
     /// A neighbour leaves: our successor's place goes to its successors, our predecessor's to its
     /// predecessor (whose range is ours now: published, so that repair runs soon).
-    pub fn on_leave(&mut self, ctx: &mut Ctx, node: Peer, pred: Option<Peer>, succs: Vec<Peer>) {
+    pub fn on_leave(&mut self, ctx: &mut Ctx, departure: Departure) {
+        let Departure { node, pred, succs } = departure;
         let was_pred = ctx.ring.pred.is_some_and(|p| p.addr == node.addr);
         let was_succ = ctx.ring.succs().iter().any(|p| p.addr == node.addr);
         if !was_pred && !was_succ {

@@ -185,7 +185,7 @@ impl Node {
             PeerMsg::Ping => ctx.send(from, request, PeerMsg::Pong),
             PeerMsg::InfoGet => {
                 let info = self.values.info(ctx);
-                ctx.send(from, request, PeerMsg::InfoReply(info));
+                ctx.send(from, request, PeerMsg::InfoReply(Box::new(info)));
             }
             PeerMsg::PeerFind {
                 target,
@@ -205,9 +205,7 @@ impl Node {
             PeerMsg::PredecessorGet => self.maintenance.on_predecessor_get(ctx, from, request),
             PeerMsg::PredecessorSet { node } => self.maintenance.on_notify(ctx, node),
             PeerMsg::SuccessorHint { node } => self.maintenance.on_successor_hint(ctx, node),
-            PeerMsg::Leave { node, pred, succs } => {
-                self.maintenance.on_leave(ctx, node, pred, succs)
-            }
+            PeerMsg::Leave(departure) => self.maintenance.on_leave(ctx, *departure),
             msg @ (PeerMsg::StorageGet { .. } | PeerMsg::StoragePut { .. }) => {
                 self.values.on_request(ctx, from, request, msg)
             }

@@ -156,9 +156,9 @@ fn encode_body(msg: &PeerMsg, out: &mut BytesMut) {
                 out.put_u64(*version);
             }
         }
-        PeerMsg::Leave { node, pred, succs } => {
-            put_peer(out, node);
-            put_pred_succs(out, pred, succs);
+        PeerMsg::Leave(d) => {
+            put_peer(out, &d.node);
+            put_pred_succs(out, &d.pred, &d.succs);
         }
         PeerMsg::PredecessorSet { node }
         | PeerMsg::SuccessorHint { node }
@@ -343,7 +343,7 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
         LEAVE => {
             let node = take_peer(&mut b).ok_or(bad.clone())?;
             let (pred, succs) = take_pred_succs(&mut b).ok_or(bad.clone())?;
-            PeerMsg::Leave { node, pred, succs }
+            PeerMsg::Leave(Box::new(Departure { node, pred, succs }))
         }
         INFO_REPLY => {
             let node = take_peer(&mut b).ok_or(bad.clone())?;
@@ -353,14 +353,14 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
             }
             let (values_primary, values_replica, bytes_stored) =
                 (b.get_u32(), b.get_u32(), b.get_u64());
-            PeerMsg::InfoReply(NodeInfo {
+            PeerMsg::InfoReply(Box::new(NodeInfo {
                 node,
                 pred,
                 succs,
                 values_primary,
                 values_replica,
                 bytes_stored,
-            })
+            }))
         }
         PREDECESSOR_SET => PeerMsg::PredecessorSet {
             node: take_peer(&mut b).ok_or(bad.clone())?,
@@ -506,19 +506,19 @@ mod tests {
                 differing: 1 << 63 | 5,
                 keys: vec![(k, 3), (Id([1; 32]), u64::MAX)],
             },
-            PeerMsg::Leave {
+            PeerMsg::Leave(Box::new(Departure {
                 node: peer(1, 1),
                 pred: None,
                 succs: vec![peer(2, 2)],
-            },
-            PeerMsg::InfoReply(NodeInfo {
+            })),
+            PeerMsg::InfoReply(Box::new(NodeInfo {
                 node: peer(1, 1),
                 pred: Some(peer(2, 2)),
                 succs: vec![peer(3, 3)],
                 values_primary: 5,
                 values_replica: 6,
                 bytes_stored: 1 << 40,
-            }),
+            })),
         ]
     }
 

@@ -95,7 +95,7 @@ pub(super) fn on_peer_find(ctx: &mut Ctx, find: Find) {
         };
         return ctx.send(find.reply_to, find.request, msg);
     }
-    let (next, next_is_last) = next_hop(ctx, &find.target, find.last_hop);
+    let (next, next_is_last) = next_hop(ctx, &find);
     let msg = PeerMsg::PeerFind {
         target: find.target,
         hops: find.hops + 1,
@@ -106,8 +106,9 @@ pub(super) fn on_peer_find(ctx: &mut Ctx, find: Find) {
 }
 
 /// Where a find we do not answer goes, and whether the receiver is its last hop.
-fn next_hop(ctx: &Ctx, target: &Id, last_hop: bool) -> (Peer, bool) {
-    match (ctx.ring.pred, last_hop) {
+fn next_hop(ctx: &Ctx, find: &Find) -> (Peer, bool) {
+    let target = &find.target;
+    match (ctx.ring.pred, find.last_hop) {
         (Some(p), true) => (p, true),
         _ => match ctx.ring.owner_in_succs(target) {
             Some((_, owner)) => (owner, true),

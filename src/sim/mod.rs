@@ -110,6 +110,13 @@ pub struct SimNode {
     pub recording: Option<Recording>,
 }
 
+/// Whether a new node's life is recorded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Record {
+    No,
+    Yes,
+}
+
 /// A node's life as inputs and outputs: `Node::new(config, addr, seed, born)` given `inputs` one by
 /// one (each followed by a drain) puts out `transmits` and `replies` again, in order.
 #[derive(Clone, Debug)]
@@ -204,22 +211,22 @@ impl Sim {
 
     /// Adds a node at `now`; it joins through `bootstrap` (or starts the ring when `None`).
     pub fn add_node(&mut self, bootstrap: Option<SocketAddr>) -> SocketAddr {
-        self.add_node_recorded(bootstrap, false)
+        self.add_node_as(bootstrap, Record::No)
     }
 
     /// Adds a node whose every input and output is recorded ([`SimNode::recording`]).
     pub fn add_recorded_node(&mut self, bootstrap: Option<SocketAddr>) -> SocketAddr {
-        self.add_node_recorded(bootstrap, true)
+        self.add_node_as(bootstrap, Record::Yes)
     }
 
-    fn add_node_recorded(&mut self, bootstrap: Option<SocketAddr>, record: bool) -> SocketAddr {
+    fn add_node_as(&mut self, bootstrap: Option<SocketAddr>, record: Record) -> SocketAddr {
         self.next_addr += 1;
         let n = self.next_addr;
         let addr = SocketAddr::from(([127, 1, (n >> 8) as u8, n as u8], 7000 + (n >> 16) as u16));
         let mut cfg = self.node_cfg.clone();
         cfg.bootstrap = bootstrap.into_iter().collect();
         let seed = self.rng.next_u64();
-        let recording = record.then(|| Recording {
+        let recording = (record == Record::Yes).then(|| Recording {
             config: cfg.clone(),
             seed,
             born: self.now,

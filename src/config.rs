@@ -9,11 +9,35 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 
+/// How many of a key's holders a GET asks before it answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadQuorum {
+    /// The first holder that has the value.
+    One,
+    /// Every holder; the value most of them hold at the highest version wins.
+    Majority,
+}
+
 /// The core's settings (the sans-IO `Node`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeConfig {
-    /// Pinned ring id; by default the SHA-256 of the advertised P2P address.
+    /// Pinned ring id, for the simulator and tests only: peers that check identities refuse it
+    /// unless it is what the address and slot give. By default the id is
+    /// `SHA-256(IP ‖ id_slot)` ([`crate::id::Id::of_ip_slot`]).
     pub node_id: Option<Id>,
+    /// Which of its IP's positions this node takes (below `id_slots_per_ip`).
+    pub id_slot: u8,
+    /// Positions one IPv4 address (or IPv6 /64) may take on the ring.
+    pub id_slots_per_ip: u8,
+    /// How far a write's version (wall-clock ms) may lie ahead of our clock.
+    pub clock_skew_max_ms: u64,
+    /// The most of `storage_bytes_max` the writes of one peer IP may hold.
+    pub storage_share_per_peer: f64,
+    /// Stored bytes one peer IP may send us per second (token bucket, burst of two seconds).
+    pub peer_store_bytes_per_s: usize,
+    /// Requests one API client may have in flight at once.
+    pub client_requests_max: usize,
+    pub read_quorum: ReadQuorum,
     pub bootstrap: Vec<SocketAddr>,
     /// Successor list length r.
     pub successors: usize,
@@ -43,7 +67,18 @@ pub struct NodeConfig {
 pub struct ReactorConfig {
     pub api_address: SocketAddr,
     pub p2p_address: SocketAddr,
+    /// Open P2P connections (inbound and outbound).
     pub connections_max: usize,
+    /// Open API connections: a budget of their own, so a full P2P side never locks out the
+    /// modules on this host.
+    pub api_connections_max: usize,
+    /// Inbound P2P connections from one IP address (one IPv6 /64).
+    pub p2p_connections_per_ip_max: usize,
+    /// P2P messages one peer IP may send per second (token bucket, burst of two seconds); past it
+    /// its connections are read no further until it has tokens again.
+    pub peer_msgs_per_s: usize,
+    /// A frame begun must be complete within this (a slow sender is disconnected).
+    pub frame_deadline_ms: u64,
     /// Bytes waiting to be sent on one connection before the node stops reading from it.
     pub connection_buffer_bytes_max: usize,
     pub p2p_frame_bytes_max: usize,
@@ -66,6 +101,13 @@ impl Default for Config {
         Config {
             node: NodeConfig {
                 node_id: None,
+                id_slot: 0,
+                id_slots_per_ip: 8,
+                clock_skew_max_ms: 60_000,
+                storage_share_per_peer: 0.1,
+                peer_store_bytes_per_s: 8 << 20,
+                client_requests_max: 512,
+                read_quorum: ReadQuorum::One,
                 bootstrap: Vec::new(),
                 successors: 8,
                 replication_min: 3,
@@ -86,6 +128,10 @@ impl Default for Config {
                 api_address: SocketAddr::from(([127, 0, 0, 1], 7401)),
                 p2p_address: SocketAddr::from(([127, 0, 0, 1], 7402)),
                 connections_max: 1024,
+                api_connections_max: 256,
+                p2p_connections_per_ip_max: 32,
+                peer_msgs_per_s: 20_000,
+                frame_deadline_ms: 10_000,
                 connection_buffer_bytes_max: 256 << 10,
                 p2p_frame_bytes_max: 70_000,
                 api_idle_timeout_s: 600,
@@ -152,6 +198,17 @@ const DHT_KEYS: &[&str] = &[
     "p2p_frame_bytes_max",
     "api_idle_timeout_s",
     "peer_idle_timeout_s",
+    "id_slot",
+    "id_slots_per_ip",
+    "clock_skew_max_ms",
+    "storage_share_per_peer",
+    "peer_store_bytes_per_s",
+    "client_requests_max",
+    "read_quorum",
+    "api_connections_max",
+    "p2p_connections_per_ip_max",
+    "peer_msgs_per_s",
+    "frame_deadline_ms",
 ];
 
 impl Config {
@@ -185,6 +242,8 @@ impl Config {
         s.read_request_limits(n)?;
         s.read_repair_and_routing_cache(n)?;
         s.read_reactor_limits(r)?;
+        s.read_identity_and_peer_limits(n)?;
+        s.read_peer_connection_limits(r)?;
         Ok(c)
     }
 }
@@ -311,6 +370,67 @@ impl Section<'_> {
         r.peer_idle_timeout_s =
             self.int("peer_idle_timeout_s", r.peer_idle_timeout_s, 1, 86_400)?;
         Ok(())
+    }
+}
+
+/// The limits that hold strangers to their share (issue 10).
+impl Section<'_> {
+    fn read_identity_and_peer_limits(&self, n: &mut NodeConfig) -> Result<(), ConfigError> {
+        n.id_slots_per_ip = self.int("id_slots_per_ip", n.id_slots_per_ip, 1, 64)?;
+        n.id_slot = self.int("id_slot", n.id_slot, 0, n.id_slots_per_ip - 1)?;
+        n.clock_skew_max_ms = self.int("clock_skew_max_ms", n.clock_skew_max_ms, 0, 86_400_000)?;
+        n.storage_share_per_peer =
+            self.fraction("storage_share_per_peer", n.storage_share_per_peer)?;
+        n.peer_store_bytes_per_s = self.int(
+            "peer_store_bytes_per_s",
+            n.peer_store_bytes_per_s,
+            1 << 16,
+            1 << 40,
+        )?;
+        n.client_requests_max = self.int(
+            "client_requests_max",
+            n.client_requests_max,
+            1,
+            n.pending_requests_max,
+        )?;
+        n.read_quorum = self.read_quorum(n.read_quorum)?;
+        Ok(())
+    }
+
+    fn read_peer_connection_limits(&self, r: &mut ReactorConfig) -> Result<(), ConfigError> {
+        r.api_connections_max =
+            self.int("api_connections_max", r.api_connections_max, 1, 1_000_000)?;
+        r.p2p_connections_per_ip_max = self.int(
+            "p2p_connections_per_ip_max",
+            r.p2p_connections_per_ip_max,
+            2,
+            r.connections_max,
+        )?;
+        r.peer_msgs_per_s = self.int("peer_msgs_per_s", r.peer_msgs_per_s, 100, 100_000_000)?;
+        r.frame_deadline_ms = self.int("frame_deadline_ms", r.frame_deadline_ms, 100, 600_000)?;
+        Ok(())
+    }
+
+    /// A number in (0, 1].
+    fn fraction(&self, key: &str, default: f64) -> Result<f64, ConfigError> {
+        let expected = "a number above 0 and at most 1";
+        match self.typed::<f64>(key, expected)? {
+            None => Ok(default),
+            Some(v) if v > 0.0 && v <= 1.0 => Ok(v),
+            Some(v) => Err(self.err(key, format!("expected {expected}, got {v}"))),
+        }
+    }
+
+    fn read_quorum(&self, default: ReadQuorum) -> Result<ReadQuorum, ConfigError> {
+        let expected = "\"one\" or \"majority\"";
+        match self.typed::<String>("read_quorum", expected)?.as_deref() {
+            None => Ok(default),
+            Some("one") => Ok(ReadQuorum::One),
+            Some("majority") => Ok(ReadQuorum::Majority),
+            Some(other) => {
+                Err(self.err("read_quorum", format!("expected {expected}, got {other:?}")))
+            }
+        }
     }
 }
 

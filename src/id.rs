@@ -3,7 +3,7 @@
 
 use sha2::{Digest, Sha256};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// A point on the ring: 32 bytes read as a big-endian 256-bit number.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -18,9 +18,27 @@ impl Id {
         Id(Sha256::digest(bytes).into())
     }
 
-    /// A node's default id: the SHA-256 of its advertised P2P address as text ("127.0.0.1:7402").
+    /// A node's id: the SHA-256 of its IP address (an IPv6 address's /64 prefix) and a slot number.
+    /// The port takes no part: one IP holds at most `id_slots_per_ip` positions, none of them chosen
+    /// freely (BEP 42's idea).
+    pub fn of_ip_slot(ip: IpAddr, slot: u8) -> Id {
+        let mut bytes = Vec::with_capacity(17);
+        match ip {
+            IpAddr::V4(v4) => bytes.extend_from_slice(&v4.octets()),
+            IpAddr::V6(v6) => bytes.extend_from_slice(&v6.octets()[..8]),
+        }
+        bytes.push(slot);
+        Id::hash(&bytes)
+    }
+
+    /// The default id of a node advertising `addr`: slot 0 of its IP.
     pub fn of_addr(addr: SocketAddr) -> Id {
-        Id::hash(addr.to_string().as_bytes())
+        Id::of_ip_slot(addr.ip(), 0)
+    }
+
+    /// Is `self` one of the `slots` ids the IP of `addr` may take? (Checks at most `slots` hashes.)
+    pub fn fits_addr(&self, addr: SocketAddr, slots: u8) -> bool {
+        (0..slots).any(|s| Id::of_ip_slot(addr.ip(), s) == *self)
     }
 
     /// Parses 64 hex digits.

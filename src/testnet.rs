@@ -9,12 +9,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// A config for a loopback test node on OS-picked ports, with fast maintenance timers.
+/// A config for a loopback test node on OS-picked ports, with fast maintenance timers. Every call
+/// gives the node a loopback address of its own (127.77.x.y; all of 127/8 reaches `lo` on Linux): a
+/// node's ring id comes from its IP, and peers check it.
 pub fn loopback_config(bootstrap: Vec<SocketAddr>) -> Config {
     let mut cfg = Config::default();
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    cfg.reactor.api_address = any;
-    cfg.reactor.p2p_address = any;
+    cfg.reactor.api_address = SocketAddr::from(([127, 0, 0, 1], 0));
+    cfg.reactor.p2p_address = SocketAddr::new(next_loopback_ip(), 0);
     cfg.node.bootstrap = bootstrap;
     cfg.node.stabilize_interval_ms = 200;
     cfg.node.fix_fingers_interval_ms = 100;
@@ -22,6 +23,14 @@ pub fn loopback_config(bootstrap: Vec<SocketAddr>) -> Config {
     cfg.node.request_timeout_ms = 500;
     cfg.node.repair_interval_ms = 1000;
     cfg
+}
+
+/// A loopback address not handed out before in this process.
+pub fn next_loopback_ip() -> std::net::IpAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % (254 * 256);
+    std::net::IpAddr::from([127, 77, (n / 254) as u8, (n % 254 + 1) as u8])
 }
 
 /// Starts `count` nodes, each on its own thread: the first alone, the others joining through it.

@@ -138,8 +138,8 @@ fn shuttle(
 #[test]
 fn a_get_answered_by_another_node_allocates_about_nothing() {
     let (a, b): (SocketAddr, SocketAddr) = (
-        "127.0.0.1:7001".parse().unwrap(),
-        "127.0.0.1:7002".parse().unwrap(),
+        "127.0.0.2:7001".parse().unwrap(),
+        "127.0.0.3:7002".parse().unwrap(),
     );
     let mut cfg = Config::default().node;
     let first = Node::new(cfg.clone(), a, 1, Time(0));

@@ -49,6 +49,9 @@ fn start(config: &std::path::Path, bootstrap: Option<SocketAddr>) -> Proc {
     if let Some(b) = bootstrap {
         cmd.args(["--bootstrap", &b.to_string()]);
     }
+    // Every node its own loopback address: ring ids come from the IP.
+    let p2p = SocketAddr::new(voidphone_dht::testnet::next_loopback_ip(), 0);
+    cmd.args(["--p2p-address", &p2p.to_string()]);
     let mut child = cmd.spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())

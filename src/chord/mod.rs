@@ -113,7 +113,9 @@ impl Node {
     /// empty, otherwise it joins through the bootstrap peers.
     pub fn new(cfg: NodeConfig, addr: SocketAddr, seed: u64, now: Time) -> Node {
         let me = Peer {
-            id: cfg.node_id.unwrap_or_else(|| Id::of_addr(addr)),
+            id: cfg
+                .node_id
+                .unwrap_or_else(|| Id::of_ip_slot(addr.ip(), cfg.id_slot)),
             addr,
         };
         let bootstrap: Vec<SocketAddr> = cfg

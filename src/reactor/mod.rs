@@ -477,6 +477,23 @@ enum ReadOutcome {
     Closed,
 }
 
+/// A non-blocking connect to `peer` from our own IP: peers check that a HELLO comes from the IP it
+/// advertises (several nodes on one host each have an address of their own, 127.0.0.x in tests).
+fn connect_from(ip: std::net::IpAddr, peer: SocketAddr) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::for_address(peer), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    if !ip.is_unspecified() && ip.is_ipv4() == peer.is_ipv4() {
+        socket.bind(&SockAddr::from(SocketAddr::new(ip, 0)))?;
+    }
+    match socket.connect(&SockAddr::from(peer)) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
+}
+
 /// A listener on `addr`, registered for `token`.
 fn listen(addr: SocketAddr, registry: &mio::Registry, token: usize) -> io::Result<TcpListener> {
     let mut listener = TcpListener::bind(addr)?;
@@ -602,7 +619,7 @@ impl Net {
             );
             return None;
         }
-        let stream = match TcpStream::connect(peer) {
+        let stream = match connect_from(self.me.addr.ip(), peer) {
             Ok(s) => s,
             Err(e) => {
                 log::debug!("[{}] connect to {} failed: {e}", self.me.id.short(), peer);

@@ -27,6 +27,9 @@ pub struct NodeConfig {
     pub node_id: Option<Id>,
     /// Which of its IP's positions this node takes (below `id_slots_per_ip`).
     pub id_slot: u8,
+    /// Test only: take every id a peer claims as it is (simulations and unit tests with made-up
+    /// ids). A real node checks every id against its address.
+    pub test_trust_any_id: bool,
     /// Positions one IPv4 address (or IPv6 /64) may take on the ring.
     pub id_slots_per_ip: u8,
     /// How far a write's version (wall-clock ms) may lie ahead of our clock.
@@ -102,6 +105,7 @@ impl Default for Config {
             node: NodeConfig {
                 node_id: None,
                 id_slot: 0,
+                test_trust_any_id: false,
                 id_slots_per_ip: 8,
                 clock_skew_max_ms: 60_000,
                 storage_share_per_peer: 0.1,

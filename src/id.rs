@@ -81,6 +81,20 @@ impl Id {
     }
 
     /// The clockwise distance from `self` to `other`, `(other - self) mod 2^256`.
+    /// `self × mul / div`, on the top 128 bits (precision enough for estimates), saturating at
+    /// the whole ring.
+    pub fn scaled(&self, mul: u128, div: u128) -> Id {
+        let top = u128::from_be_bytes(self.0[..16].try_into().expect("16 bytes"));
+        match (top / div.max(1)).checked_mul(mul) {
+            Some(v) => {
+                let mut out = [0u8; 32];
+                out[..16].copy_from_slice(&v.to_be_bytes());
+                Id(out)
+            }
+            None => Id([0xff; 32]),
+        }
+    }
+
     pub fn distance_to(&self, other: &Id) -> Id {
         let mut out = [0u8; 32];
         let mut borrow = 0i16;

@@ -167,7 +167,7 @@ impl Clients {
     }
 
     fn gets_in_flight(&self, client: ClientId) -> bool {
-        self.requests.iter().any(|(what, _)| {
+        self.requests.any(|what| {
             let op = match what {
                 Waiting::Lookup(op) | Waiting::Holder { op, .. } | Waiting::Retry(op) => op,
             };
@@ -194,7 +194,11 @@ impl Clients {
         }
         self.lists.give(nodes);
         let skip = op.attempt;
-        routing::find(ctx, &mut self.requests, key, skip, Waiting::Lookup(op));
+        if let Err(Waiting::Lookup(op)) =
+            routing::find(ctx, &mut self.requests, key, skip, Waiting::Lookup(op))
+        {
+            self.failed(ctx, op);
+        }
     }
 
     /// The responsible node (`nodes[0]`) and its successors are known: read or write there.
@@ -267,7 +271,9 @@ impl Clients {
             rest: Vec::new(),
             asked: Asked::Owner,
         };
-        self.requests.send(ctx, owner.addr, msg, what);
+        if let Err(Waiting::Holder { op, .. }) = self.requests.send(ctx, owner.addr, msg, what) {
+            self.failed(ctx, op);
+        }
     }
 
     fn ask_holder(
@@ -280,7 +286,9 @@ impl Clients {
     ) {
         let msg = PeerMsg::StorageGet { key: op.key };
         let what = Waiting::Holder { op, rest, asked };
-        self.requests.send(ctx, holder.addr, msg, what);
+        if let Err(Waiting::Holder { op, .. }) = self.requests.send(ctx, holder.addr, msg, what) {
+            self.failed(ctx, op);
+        }
     }
 
     /// The holder did not have the value or did not answer: try the next replica holder; when none
@@ -359,8 +367,11 @@ impl Clients {
                     hops,
                     nodes,
                 } if target == op.key => {
-                    routing::found(ctx, hops, &nodes);
-                    self.at_holders(ctx, values, op, nodes);
+                    if routing::found(ctx, from, (target, hops), &nodes) {
+                        self.at_holders(ctx, values, op, nodes);
+                    } else {
+                        self.retry(ctx, op);
+                    }
                 }
                 other => self.unexpected(ctx, values, from, other, Waiting::Lookup(op)),
             },
@@ -520,6 +531,88 @@ impl PeerLists {
         if list.capacity() > 0 && self.free.len() < PEER_LISTS_MAX {
             list.clear();
             self.free.push(list);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Input, Node, Output};
+    use crate::config::Config;
+    use crate::id::Id;
+    use crate::time::Time;
+    use crate::wire::api::ApiRequest;
+    use std::net::SocketAddr;
+
+    /// A node joining through a peer that never answers: its GETs wait in retries.
+    fn joining_node() -> Node {
+        let mut cfg = Config::default().node;
+        cfg.bootstrap = vec!["127.0.0.9:9".parse().unwrap()];
+        let addr: SocketAddr = "127.0.0.2:7000".parse().unwrap();
+        Node::new(cfg, addr, 1, Time(0))
+    }
+
+    fn outputs(node: &mut Node) -> Vec<Output> {
+        std::iter::from_fn(|| node.poll_output()).collect()
+    }
+
+    fn get(client: u64) -> Input {
+        let key = Id::hash(b"k");
+        Input::ClientRequest {
+            client,
+            req: ApiRequest::Get { key },
+        }
+    }
+
+    #[test]
+    fn a_hung_up_client_is_done_only_after_its_last_answer() {
+        let mut node = joining_node();
+        node.handle_input(get(7), Time(1));
+        node.handle_input(Input::ClientHungUp { client: 7 }, Time(2));
+        let out = outputs(&mut node);
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::ClientDone { .. })),
+            "{out:?}"
+        );
+        // The GET runs out of time: its failure comes first, then the client is done.
+        let mut now = Time(2);
+        let mut seen = Vec::new();
+        while now < Time(10_000) {
+            now = node.poll_timeout().unwrap().max(now);
+            node.handle_input(Input::Timeout, now);
+            seen.extend(
+                outputs(&mut node).into_iter().filter(|o| {
+                    matches!(o, Output::ClientReply { .. } | Output::ClientDone { .. })
+                }),
+            );
+        }
+        assert!(
+            matches!(
+                seen.as_slice(),
+                [
+                    Output::ClientReply { client: 7, .. },
+                    Output::ClientDone { client: 7 }
+                ]
+            ),
+            "{seen:?}"
+        );
+    }
+
+    #[test]
+    fn a_client_with_nothing_in_flight_is_done_at_once_and_a_gone_one_is_forgotten() {
+        let mut node = joining_node();
+        node.handle_input(Input::ClientHungUp { client: 3 }, Time(1));
+        assert!(outputs(&mut node).contains(&Output::ClientDone { client: 3 }));
+        node.handle_input(get(4), Time(2));
+        node.handle_input(Input::ClientHungUp { client: 4 }, Time(3));
+        node.handle_input(Input::ClientGone { client: 4 }, Time(4));
+        let _ = outputs(&mut node);
+        let mut now = Time(4);
+        while now < Time(10_000) {
+            now = node.poll_timeout().unwrap().max(now);
+            node.handle_input(Input::Timeout, now);
+            let out = outputs(&mut node);
+            assert!(!out.contains(&Output::ClientDone { client: 4 }), "{out:?}");
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use super::Output;
 use super::cache::PeerCache;
+use super::identity::Identities;
 use super::ring::Ring;
 use super::timers::{Periodic, Timers};
 use crate::config::NodeConfig;
@@ -70,6 +71,9 @@ pub struct Stats {
     pub repair_bytes_pushed: u64,
     /// Maintenance messages not sent because the round's budget was spent.
     pub maintenance_suppressed: u64,
+    /// STORAGE PUTs from peers refused: a copy from a non-holder, a version from the future, a
+    /// peer over its stored-bytes rate.
+    pub puts_refused: u64,
 }
 
 pub(super) struct Ctx {
@@ -77,6 +81,8 @@ pub(super) struct Ctx {
     pub ring: Ring,
     /// Nodes seen recently: the asker's one-hop guess at a key's holders, and hints.
     pub cache: PeerCache,
+    /// The identity rule, applied to every peer we hear of.
+    pub ids: Identities,
     /// Part of a ring (maintenance sets it).
     pub joined: bool,
     /// Handing values on before exiting (set by the leave input).
@@ -98,6 +104,7 @@ impl Ctx {
         Ctx {
             ring: Ring::new(me, cfg.successors),
             cache: PeerCache::new(cfg.routing_cache_max),
+            ids: Identities::new(cfg.id_slots_per_ip, cfg.test_trust_any_id),
             cfg,
             joined: false,
             leaving: false,
@@ -214,11 +221,11 @@ impl<T> Requests<T> {
         self.open.len() >= self.max
     }
 
-    /// Sends `msg` to `to` and remembers `what` until the answer or `request_timeout_ms`. Returns
-    /// false, sending nothing, when this part's table is full.
-    pub fn send(&mut self, ctx: &mut Ctx, to: SocketAddr, msg: PeerMsg, what: T) -> bool {
+    /// Sends `msg` to `to` and remembers `what` until the answer or `request_timeout_ms`. When
+    /// this part's table is full nothing is sent and `what` comes back.
+    pub fn send(&mut self, ctx: &mut Ctx, to: SocketAddr, msg: PeerMsg, what: T) -> Result<(), T> {
         if self.is_full() {
-            return false;
+            return Err(what);
         }
         let at = ctx.now + ctx.cfg.request_timeout_ms;
         let (request, timer) = ctx.new_request(self.part, at);
@@ -229,7 +236,7 @@ impl<T> Requests<T> {
         };
         self.open.insert(request, open);
         ctx.send(to, request, msg);
-        true
+        Ok(())
     }
 
     /// Waits `ms` with `what` and no message (it comes back through the part's timeout).
@@ -272,7 +279,8 @@ impl<T> Requests<T> {
         ids.into_iter().filter_map(|r| self.take(ctx, r)).collect()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&T, Option<SocketAddr>)> {
-        self.open.values().map(|o| (&o.what, o.peer))
+    /// Is a request `matching` outstanding?
+    pub fn any(&self, matching: impl Fn(&T) -> bool) -> bool {
+        self.open.values().any(|o| matching(&o.what))
     }
 }

@@ -18,8 +18,8 @@ use crate::msg::{Departure, Peer, PeerMsg};
 use crate::time::Time;
 use std::net::SocketAddr;
 
-/// Messages maintenance may originate per stabilize round beyond the round's own PREDECESSOR GET:
-/// probes of closer successors, the notify, rectify pings. Hints are not counted: each answers a
+/// Messages maintenance may originate per stabilize round beyond the round's own PREDECESSOR GET
+/// and notify: probes of closer successors, rectify pings. Hints are not counted: each answers a
 /// notify (two at most per notify received).
 pub const SENDS_PER_ROUND: u32 = 16;
 /// Maintenance requests outstanding at once.
@@ -156,6 +156,14 @@ impl Maintenance {
         ctx.schedule(Periodic::Stabilize, base);
     }
 
+    /// Sends a maintenance request; a full table (`REQUESTS_MAX`) drops it, counted: every
+    /// request is periodic or a probe, and the next round asks again.
+    fn ask(&mut self, ctx: &mut Ctx, to: SocketAddr, msg: PeerMsg, what: Rpc) {
+        if self.requests.send(ctx, to, msg, what).is_err() {
+            ctx.stats.maintenance_suppressed += 1;
+        }
+    }
+
     /// Spends one message of the round's budget; false when it is spent.
     fn spend(&mut self, ctx: &mut Ctx) -> bool {
         if self.sends_left == 0 {
@@ -185,7 +193,7 @@ impl Maintenance {
         self.join_next += 1;
         log::debug!("[{}] joining through {}", ctx.short(), via);
         let me = ctx.me().id;
-        if !routing::find_via(ctx, &mut self.requests, via, me, Rpc::Join) {
+        if routing::find_via(ctx, &mut self.requests, via, me, Rpc::Join).is_err() {
             self.schedule_join(ctx, candidates.len());
         }
     }
@@ -248,20 +256,23 @@ impl Maintenance {
 
     /// Zave's stabilize: ask the first successor for its predecessor and successor list.
     fn stabilize(&mut self, ctx: &mut Ctx) {
-        if !ctx.joined {
+        // One stabilize at a time: a round that finds the last one unanswered waits for its end
+        // (its failure goes on to the next successor), so silent successors cannot pile requests up.
+        let stabilizing = self
+            .requests
+            .any(|what| matches!(what, Rpc::Stabilize | Rpc::Adopt { .. }));
+        if !ctx.joined || stabilizing {
             return;
         }
         let Some(s) = ctx.ring.succs().first().copied() else {
             // Alone: a node that notified us is our successor too, once it answers.
             if let Some(p) = ctx.ring.pred {
                 let what = Rpc::Adopt { candidate: p };
-                self.requests
-                    .send(ctx, p.addr, PeerMsg::PredecessorGet, what);
+                self.ask(ctx, p.addr, PeerMsg::PredecessorGet, what);
             }
             return;
         };
-        self.requests
-            .send(ctx, s.addr, PeerMsg::PredecessorGet, Rpc::Stabilize);
+        self.ask(ctx, s.addr, PeerMsg::PredecessorGet, Rpc::Stabilize);
         // A node we know of that lies closer than our successor (while a ring forms): probe it too
         // rather than walking back one predecessor pointer per round trip.
         let closer = closest_after(ctx, &ctx.ring.me.id, s);
@@ -282,11 +293,11 @@ impl Maintenance {
         }
     }
 
-    /// Chord's notify, our PREDECESSOR SET: "I may be your predecessor".
+    /// Chord's notify, our PREDECESSOR SET: "I may be your predecessor". Not counted against the
+    /// round's budget (Zave: a round always ends with it); it follows a round or a round's failed
+    /// step, never a hint.
     fn notify_successor(&mut self, ctx: &mut Ctx) {
-        if let Some(s) = ctx.ring.succs().first().copied()
-            && self.spend(ctx)
-        {
+        if let Some(s) = ctx.ring.succs().first().copied() {
             let msg = PeerMsg::PredecessorSet { node: ctx.ring.me };
             ctx.send(s.addr, 0, msg);
         }
@@ -301,7 +312,6 @@ impl Maintenance {
             None => node.id != me,
         };
         if ctx.joined && !ctx.leaving && closer {
-            ctx.cache.learn(node);
             self.probe(ctx, node, origin);
         }
     }
@@ -309,7 +319,7 @@ impl Maintenance {
     /// PREDECESSOR GET to a candidate successor, unless it is being probed already or the round's
     /// budget is spent (a round's own step then ends with the notify).
     fn probe(&mut self, ctx: &mut Ctx, node: Peer, origin: Origin) {
-        let probing = self.requests.iter().any(|(what, _)| {
+        let probing = self.requests.any(|what| {
             matches!(what, Rpc::Candidate { candidate, .. } | Rpc::Adopt { candidate }
                 if candidate.addr == node.addr)
         });
@@ -326,8 +336,7 @@ impl Maintenance {
             candidate: node,
             origin,
         };
-        self.requests
-            .send(ctx, node.addr, PeerMsg::PredecessorGet, what);
+        self.ask(ctx, node.addr, PeerMsg::PredecessorGet, what);
     }
 
     /// A PREDECESSOR REPLY to stabilize: the successor's list becomes ours, then the second step.
@@ -382,12 +391,13 @@ impl Maintenance {
     /// us (it just spoke to us, so it is alive). A notifier that loses to our predecessor is told of
     /// it (SUCCESSOR HINT), once we know that predecessor lives (Zave pings it first). Either way one
     /// side learns of a closer successor at once rather than at its next stabilize round.
-    pub fn on_notify(&mut self, ctx: &mut Ctx, node: Peer) {
-        ctx.cache.learn(node);
+    /// Only the speaker itself may claim to be our predecessor, with an id its address may hold.
+    pub fn on_notify(&mut self, ctx: &mut Ctx, from: SocketAddr, node: Peer) {
         let me = ctx.ring.me.id;
-        if node.id == me {
-            return;
+        if node.id == me || node.addr != from || !ctx.ids.fits(&node) {
+            return log_refused(ctx, from, "PREDECESSOR SET", node);
         }
+        ctx.cache.learn(node);
         // While a ring forms the notifier may also lie just after us (its successor pointer
         // overshoots): then it is a closer successor too.
         self.probe_if_closer(ctx, node, Origin::Hint);
@@ -405,14 +415,17 @@ impl Maintenance {
         if fresh {
             return self.hint(ctx, node, pred);
         }
-        self.rectify_waiting = Some(node);
-        let checking = self
-            .requests
-            .iter()
-            .any(|(what, _)| matches!(what, Rpc::Rectify));
+        // Zave's rectify remembers the closest notifier (to us) while the predecessor is checked.
+        let me = ctx.ring.me.id;
+        if self
+            .rectify_waiting
+            .is_none_or(|w| in_open(&node.id, &w.id, &me))
+        {
+            self.rectify_waiting = Some(node);
+        }
+        let checking = self.requests.any(|what| matches!(what, Rpc::Rectify));
         if !checking && self.spend(ctx) {
-            self.requests
-                .send(ctx, pred.addr, PeerMsg::Ping, Rpc::Rectify);
+            self.ask(ctx, pred.addr, PeerMsg::Ping, Rpc::Rectify);
         }
     }
 
@@ -458,7 +471,9 @@ impl Maintenance {
 
     /// SUCCESSOR HINT: probe the node when it would be a closer successor.
     pub fn on_successor_hint(&mut self, ctx: &mut Ctx, node: Peer) {
-        self.probe_if_closer(ctx, node, Origin::Hint);
+        if ctx.ids.fits(&node) {
+            self.probe_if_closer(ctx, node, Origin::Hint);
+        }
     }
 
     // ----- predecessor check, fingers -----
@@ -466,8 +481,7 @@ impl Maintenance {
     /// Ping the predecessor; if it does not answer in time it is forgotten.
     fn check_predecessor(&mut self, ctx: &mut Ctx) {
         if let Some(p) = ctx.ring.pred {
-            self.requests
-                .send(ctx, p.addr, PeerMsg::Ping, Rpc::CheckPredecessor);
+            self.ask(ctx, p.addr, PeerMsg::Ping, Rpc::CheckPredecessor);
         }
     }
 
@@ -489,7 +503,9 @@ impl Maintenance {
             return;
         }
         self.finger_next = i;
-        routing::find(ctx, &mut self.requests, me.add_pow2(i), 0, Rpc::Finger(i));
+        if routing::find(ctx, &mut self.requests, me.add_pow2(i), 0, Rpc::Finger(i)).is_err() {
+            ctx.stats.maintenance_suppressed += 1;
+        }
     }
 
     /// A finger lookup answered: `owner` follows `me + 2^i`, and every later finger whose start lies
@@ -515,11 +531,6 @@ impl Maintenance {
         let Some(what) = self.requests.take(ctx, request) else {
             return log_late(ctx, from, request);
         };
-        if let PeerMsg::PredecessorReply { pred, succs } = &msg {
-            for p in pred.iter().chain(succs) {
-                ctx.cache.learn(*p);
-            }
-        }
         let me = ctx.ring.me.id;
         match (what, msg) {
             (
@@ -530,7 +541,9 @@ impl Maintenance {
                     nodes,
                 },
             ) if target == me => {
-                routing::found(ctx, hops, &nodes);
+                if !routing::found(ctx, from, (target, hops), &nodes) {
+                    return self.gave_up(ctx, Rpc::Join, from);
+                }
                 self.joined_via(ctx, nodes);
             }
             (
@@ -541,16 +554,22 @@ impl Maintenance {
                     nodes,
                 },
             ) if target == me.add_pow2(i) => {
-                routing::found(ctx, hops, &nodes);
-                self.finger_found(ctx, i, nodes[0]);
+                if routing::found(ctx, from, (target, hops), &nodes) {
+                    self.finger_found(ctx, i, nodes[0]);
+                }
             }
             (Rpc::Stabilize, PeerMsg::PredecessorReply { pred, succs }) => {
-                self.successor_answered(ctx, from, (pred, succs))
+                let reply = believable(ctx, pred, succs);
+                self.successor_answered(ctx, from, reply)
             }
             (
                 Rpc::Candidate { candidate, .. } | Rpc::Adopt { candidate },
                 PeerMsg::PredecessorReply { pred, succs },
-            ) => self.candidate_answered(ctx, candidate, (pred, succs)),
+            ) => {
+                ctx.cache.learn(candidate);
+                let reply = believable(ctx, pred, succs);
+                self.candidate_answered(ctx, candidate, reply)
+            }
             (Rpc::CheckPredecessor, PeerMsg::Pong) => {
                 if ctx.ring.pred.is_some_and(|p| p.addr == from) {
                     self.pred_heard = ctx.now;
@@ -674,8 +693,12 @@ impl Maintenance {
 
     /// A neighbour leaves: our successor's place goes to its successors, our predecessor's to its
     /// predecessor (whose range is ours now: published, so that repair runs soon).
-    pub fn on_leave(&mut self, ctx: &mut Ctx, departure: Departure) {
+    pub fn on_leave(&mut self, ctx: &mut Ctx, from: SocketAddr, departure: Departure) {
         let Departure { node, pred, succs } = departure;
+        if node.addr != from {
+            return log_refused(ctx, from, "LEAVE", node);
+        }
+        let (pred, succs) = believable(ctx, pred, succs);
         let was_pred = ctx.ring.pred.is_some_and(|p| p.addr == node.addr);
         let was_succ = ctx.ring.succs().iter().any(|p| p.addr == node.addr);
         if !was_pred && !was_succ {
@@ -715,6 +738,27 @@ fn closest_after(ctx: &Ctx, id: &Id, bound: Peer) -> Peer {
         .unwrap_or(bound)
 }
 
+/// A peer's predecessor and successor list, without the entries whose ids their addresses may not
+/// hold.
+fn believable(
+    ctx: &mut Ctx,
+    pred: Option<Peer>,
+    mut succs: Vec<Peer>,
+) -> (Option<Peer>, Vec<Peer>) {
+    succs.retain(|p| ctx.ids.fits(p));
+    (pred.filter(|p| ctx.ids.fits(p)), succs)
+}
+
+/// A claim we do not believe: logged at debug level (a liar may repeat it at will).
+fn log_refused(ctx: &Ctx, from: SocketAddr, what: &str, node: Peer) {
+    log::debug!(
+        "[{}] {what} from {from} naming {} ({}) refused: not the speaker, or an id its address may not hold",
+        ctx.short(),
+        node.id.short(),
+        node.addr
+    );
+}
+
 fn log_late(ctx: &Ctx, from: SocketAddr, request: u64) {
     log::debug!(
         "[{}] late or unknown reply {} from {}",
@@ -752,6 +796,7 @@ mod tests {
     fn lone_node_with_successor(me: Peer, b: Peer, b_succs: Vec<Peer>) -> Node {
         let mut cfg = Config::default().node;
         cfg.node_id = Some(me.id);
+        cfg.test_trust_any_id = true;
         let mut node = Node::new(cfg, me.addr, 1, Time(0));
         // B notifies the lone node: it becomes the predecessor and, once it answers, the successor.
         frame(

@@ -15,10 +15,12 @@
 //! Peers are named by their advertised P2P address. Replies to a request go to the address the
 //! request came from, with the same request id; the id's low bits say which part asked.
 
+mod admission;
 mod arena;
 mod cache;
 mod clients;
 mod context;
+mod identity;
 mod maintenance;
 mod repair;
 pub mod ring;
@@ -183,7 +185,16 @@ impl Node {
         let Frame { request, msg } = frame;
         let ctx = &mut self.ctx;
         match msg {
-            PeerMsg::Hello { node } => ctx.output(Output::PeerNamed { conn: from, node }),
+            PeerMsg::Hello { node } if ctx.ids.hello_fits(from, &node) => {
+                ctx.output(Output::PeerNamed { conn: from, node })
+            }
+            PeerMsg::Hello { node } => log::warn!(
+                "[{}] {} said HELLO as {} ({}): not an id its address may hold; not believed",
+                ctx.short(),
+                from,
+                node.id.short(),
+                node.addr
+            ),
             PeerMsg::Ping => ctx.send(from, request, PeerMsg::Pong),
             PeerMsg::InfoGet => {
                 let info = self.values.info(ctx);
@@ -205,9 +216,9 @@ impl Node {
                 routing::on_peer_find(ctx, find)
             }
             PeerMsg::PredecessorGet => self.maintenance.on_predecessor_get(ctx, from, request),
-            PeerMsg::PredecessorSet { node } => self.maintenance.on_notify(ctx, node),
+            PeerMsg::PredecessorSet { node } => self.maintenance.on_notify(ctx, from, node),
             PeerMsg::SuccessorHint { node } => self.maintenance.on_successor_hint(ctx, node),
-            PeerMsg::Leave(departure) => self.maintenance.on_leave(ctx, *departure),
+            PeerMsg::Leave(departure) => self.maintenance.on_leave(ctx, from, *departure),
             msg @ (PeerMsg::StorageGet { .. } | PeerMsg::StoragePut { .. }) => {
                 self.values.on_request(ctx, from, request, msg)
             }

@@ -106,7 +106,9 @@ impl Repair {
                 buckets: summary(storage, (pred.id, me.id), index, ctx.now),
             };
             ctx.stats.repair_messages += 1;
-            self.requests
+            // A full table drops the SYNC: the next round sends it again.
+            let _ = self
+                .requests
                 .send(ctx, holder.addr, msg, Rpc::Sync { holder, index });
         }
     }
@@ -251,7 +253,8 @@ impl Repair {
             .collect();
         for key in lacking {
             let msg = PeerMsg::StorageGet { key };
-            self.requests.send(ctx, holder.addr, msg, Rpc::Pull { key });
+            // A full table drops the pull: the next round asks again.
+            let _ = self.requests.send(ctx, holder.addr, msg, Rpc::Pull { key });
         }
     }
 }

@@ -158,6 +158,14 @@ impl Ring {
         cands.get(skip.min(cands.len().saturating_sub(1))).copied()
     }
 
+    /// Is one of our successors at an id in `[from, to)`? Then a node at `to` is not responsible
+    /// for a key at `from`. (Successors only: they answer us every stabilize round. A finger may be
+    /// dead, and the answer that would replace it must not be refused because of it.)
+    pub fn knows_node_in(&self, from: &Id, to: &Id) -> bool {
+        let inside = |id: &Id| id == from || in_open(id, from, to);
+        self.succs.iter().any(|p| inside(&p.id))
+    }
+
     pub fn set_finger(&mut self, i: usize, p: Peer) {
         if p.id != self.me.id {
             self.fingers[i] = Some(p);

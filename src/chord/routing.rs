@@ -11,14 +11,14 @@ use std::net::SocketAddr;
 pub const HOPS_MAX: u8 = 64;
 
 /// Sends PEER FIND for `target` to the best next hop (the `skip`-th best on retries) as a request
-/// of `requests`; false when that table is full.
+/// of `requests`; `what` comes back when that table is full.
 pub(super) fn find<T>(
     ctx: &mut Ctx,
     requests: &mut Requests<T>,
     target: Id,
     skip: usize,
     what: T,
-) -> bool {
+) -> Result<(), T> {
     let next = ctx
         .ring
         .closest_preceding(&target, skip)
@@ -33,7 +33,7 @@ pub(super) fn find_via<T>(
     via: SocketAddr,
     target: Id,
     what: T,
-) -> bool {
+) -> Result<(), T> {
     let msg = PeerMsg::PeerFind {
         target,
         hops: 0,
@@ -43,13 +43,41 @@ pub(super) fn find_via<T>(
     requests.send(ctx, via, msg, what)
 }
 
-/// A PEER FOUND for one of our finds: counts it and remembers the nodes it names.
-pub(super) fn found(ctx: &mut Ctx, hops: u8, nodes: &[Peer]) {
+/// A PEER FOUND from `from` for one of our finds (`target`, after `hops`): is it believable? Every
+/// node named must hold an id its address may hold, in ring order from the target, and no node we
+/// know ourselves may lie between the target and the one named responsible (a liar naming itself,
+/// or a node that does not exist, for a key it does not own). Counts it; the responsible node
+/// goes in the routing cache when it answered itself.
+pub(super) fn found(
+    ctx: &mut Ctx,
+    from: SocketAddr,
+    (target, hops): (Id, u8),
+    nodes: &[Peer],
+) -> bool {
+    let Some(&owner) = nodes.first() else {
+        return false;
+    };
+    let in_order = nodes
+        .windows(2)
+        .all(|w| target.distance_to(&w[0].id) < target.distance_to(&w[1].id));
+    let believable =
+        in_order && ctx.ids.all_fit(nodes) && !ctx.ring.knows_node_in(&target, &owner.id);
+    if !believable {
+        log::debug!(
+            "[{}] PEER FOUND from {from} for {} naming {} ({}) not believed",
+            ctx.short(),
+            target.short(),
+            owner.id.short(),
+            owner.addr
+        );
+        return false;
+    }
     ctx.stats.lookups += 1;
     ctx.stats.lookup_hops += hops as u64;
-    for p in nodes {
-        ctx.cache.learn(*p);
+    if owner.addr == from {
+        ctx.cache.learn(owner);
     }
+    true
 }
 
 /// Us and our successors, appended to `nodes`: the responsible node first, then the replica holders.

@@ -3,6 +3,7 @@
 //! new predecessor and to the successor at leave, and the acknowledged copies those send. Owns the
 //! store, the arena values leave it through, and its copy requests. Calls no other part.
 
+use super::admission::{self, Refusal, StoreBuckets};
 use super::arena::ValueArena;
 use super::context::{Ctx, Part, Requests};
 use crate::id::{Id, Key};
@@ -41,6 +42,8 @@ pub(super) struct Values {
     /// Where values leave the store for messages (no allocation per message).
     out: ValueArena,
     copies: Requests<Copy>,
+    /// Stored bytes per second, per peer IP.
+    buckets: StoreBuckets,
 }
 
 impl Values {
@@ -49,6 +52,7 @@ impl Values {
             storage: Storage::new(ctx.cfg.storage_bytes_max),
             out: ValueArena::default(),
             copies: Requests::new(Part::Values, ctx.cfg.pending_requests_max),
+            buckets: StoreBuckets::default(),
         }
     }
 
@@ -133,10 +137,25 @@ impl Values {
         let key = put.key;
         let expires = ctx.now + (put.ttl_ms as u64).min(ctx.cfg.ttl_max_s as u64 * 1000);
         let copy = put.replication & COPY_FLAG != 0;
-        let replication = (put.replication & !COPY_FLAG).max(1);
+        // A peer's replication byte is a hint like a client's: clamped to our policy.
+        let replication =
+            (put.replication & !COPY_FLAG).clamp(ctx.cfg.replication_min, ctx.cfg.replication_max);
         if !copy && not_responsible(ctx, &key) {
             let reason = FailureReason::NotResponsible;
             return ctx.send(from, request, PeerMsg::StorageFailure { key, reason });
+        }
+        if let Some(why) = self.refusal(ctx, from, &put, copy) {
+            ctx.stats.puts_refused += 1;
+            log::debug!(
+                "[{}] STORAGE PUT of {} from {from} refused: {why:?}",
+                ctx.short(),
+                key.short()
+            );
+            if request != 0 {
+                let reason = FailureReason::Refused;
+                ctx.send(from, request, PeerMsg::StorageFailure { key, reason });
+            }
+            return;
         }
         let stored = if copy {
             self.store_copy(ctx, key, &put.value, (expires, replication, put.version))
@@ -160,8 +179,28 @@ impl Values {
         ctx.send(from, request, msg);
     }
 
+    /// Why a STORAGE PUT from `from` may not be stored, if it may not.
+    fn refusal(
+        &mut self,
+        ctx: &mut Ctx,
+        from: SocketAddr,
+        put: &IncomingPut,
+        copy: bool,
+    ) -> Option<Refusal> {
+        if copy && !admission::copy_welcome(ctx, from, &put.key) {
+            return Some(Refusal::NotAHolder);
+        }
+        if copy && !admission::version_believable(ctx, put.version) {
+            return Some(Refusal::FromTheFuture);
+        }
+        if !self.buckets.take(ctx, from, put.value.len()) {
+            return Some(Refusal::TooFast);
+        }
+        None
+    }
+
     /// Stores a copy as it is (`meta`: expiry, replication, version); `Ok(true)` when it was newer
-    /// than what we held.
+    /// than what we held. A version from the future is refused (it would pin the value).
     pub fn store_copy(
         &mut self,
         ctx: &Ctx,
@@ -169,6 +208,9 @@ impl Values {
         value: &Bytes,
         (expires, replication, version): (Time, u8, u64),
     ) -> Result<bool, ()> {
+        if !admission::version_believable(ctx, version) {
+            return Err(());
+        }
         self.storage
             .put(key, value, expires, replication, version, ctx.now)
             .map_err(|e| refused(ctx, key, value, e))
@@ -220,7 +262,7 @@ impl Values {
         if self.copies.is_full() {
             ctx.send(to.addr, 0, msg);
         } else {
-            self.copies.send(ctx, to.addr, msg, what);
+            let _ = self.copies.send(ctx, to.addr, msg, what); // not full: checked above
         }
     }
 

@@ -1,0 +1,105 @@
+//! Who may be whom: a node's id is SHA-256 of its IP (an IPv6 /64) and a slot below
+//! `id_slots_per_ip` ([`crate::id::Id::of_ip_slot`]), so a peer cannot pick its place on the ring.
+//! Every peer the node hears of is checked against that rule before it is used; the ids an IP may
+//! hold are computed once and remembered (bounded), so a check costs a map lookup.
+
+use crate::id::Id;
+use crate::msg::Peer;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+/// IPs whose ids are remembered.
+const IPS_MAX: usize = 4096;
+
+pub(super) struct Identities {
+    slots: u8,
+    /// Test-only: every claimed id is taken as it is (`test_trust_any_id`).
+    trust_any: bool,
+    ids_by_ip: BTreeMap<IpAddr, Vec<Id>>,
+    /// Insertion order, for forgetting the oldest IP when full.
+    order: VecDeque<IpAddr>,
+}
+
+impl Identities {
+    pub fn new(slots: u8, trust_any: bool) -> Identities {
+        Identities {
+            slots,
+            trust_any,
+            ids_by_ip: BTreeMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// Does `p`'s id follow from its address?
+    pub fn fits(&mut self, p: &Peer) -> bool {
+        self.trust_any || self.ids_of(p.addr.ip()).contains(&p.id)
+    }
+
+    /// Every peer of `peers` fits.
+    pub fn all_fit(&mut self, peers: &[Peer]) -> bool {
+        peers.iter().all(|p| self.fits(p))
+    }
+
+    /// A HELLO on a connection from `conn`: the speaker must advertise the IP it speaks from and an
+    /// id that IP may hold.
+    pub fn hello_fits(&mut self, conn: SocketAddr, node: &Peer) -> bool {
+        self.trust_any || (node.addr.ip() == conn.ip() && self.fits(node))
+    }
+
+    /// The ids a peer speaking from `addr` may have (every id, when ids are not checked).
+    pub fn ids_of_sender(&mut self, addr: SocketAddr) -> Option<&[Id]> {
+        if self.trust_any {
+            return None;
+        }
+        Some(self.ids_of(addr.ip()))
+    }
+
+    fn ids_of(&mut self, ip: IpAddr) -> &[Id] {
+        if !self.ids_by_ip.contains_key(&ip) {
+            if self.order.len() >= IPS_MAX
+                && let Some(old) = self.order.pop_front()
+            {
+                self.ids_by_ip.remove(&old);
+            }
+            let ids = (0..self.slots).map(|s| Id::of_ip_slot(ip, s)).collect();
+            self.ids_by_ip.insert(ip, ids);
+            self.order.push_back(ip);
+        }
+        &self.ids_by_ip[&ip]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_follow_from_the_ip_and_a_slot_below_the_limit() {
+        let mut ids = Identities::new(8, false);
+        let addr: SocketAddr = "10.1.2.3:4000".parse().unwrap();
+        let other_port: SocketAddr = "10.1.2.3:5000".parse().unwrap();
+        for slot in 0..8 {
+            let p = Peer {
+                id: Id::of_ip_slot(addr.ip(), slot),
+                addr,
+            };
+            assert!(ids.fits(&p));
+            assert!(ids.hello_fits(other_port, &p), "the port takes no part");
+        }
+        let beyond = Peer {
+            id: Id::of_ip_slot(addr.ip(), 8),
+            addr,
+        };
+        let chosen = Peer {
+            id: Id::hash(b"a key I want"),
+            addr,
+        };
+        assert!(!ids.fits(&beyond) && !ids.fits(&chosen));
+        let elsewhere: SocketAddr = "10.1.2.4:4000".parse().unwrap();
+        let p = Peer {
+            id: Id::of_ip_slot(addr.ip(), 0),
+            addr,
+        };
+        assert!(!ids.hello_fits(elsewhere, &p), "a HELLO from another IP");
+    }
+}

@@ -1,7 +1,8 @@
 //! What the parts of the node share, and nothing more: the configuration, `now`, the ring view
 //! (pointers, fingers, the routing cache), the outputs, the periodic timers, request deadlines and
-//! the events the parts publish for each other. The parts never call each other; the shell
-//! ([`super::Node`]) reads the published [`RingEvent`]s and calls whom they concern.
+//! the events the parts publish for each other. Beyond `values` (which `clients` and `repair` read
+//! and write through) the parts do not call each other; the shell ([`super::Node`]) reads the
+//! published [`RingEvent`]s and calls whom they concern.
 
 use super::Output;
 use super::cache::PeerCache;

@@ -9,8 +9,9 @@
 //! The node is a shell over parts that own their state and their requests (docs/ARCHITECTURE.md
 //! has the map): [`maintenance`] keeps the ring, [`clients`] serves API requests, [`values`] holds
 //! values and moves them, [`repair`] keeps their copies to count. They share a narrow context
-//! ([`context::Ctx`]: config, `now`, the ring view, outputs, timers, request deadlines) and never
-//! call each other; what one must tell another goes through the shell as a [`context::RingEvent`].
+//! ([`context::Ctx`]: config, `now`, the ring view, outputs, timers, request deadlines); `clients`
+//! and `repair` read and write through `values`, no part calls another otherwise, and there are no
+//! cycles. What one must tell another goes through the shell as a [`context::RingEvent`].
 //!
 //! Peers are named by their advertised P2P address. Replies to a request go to the address the
 //! request came from, with the same request id; the id's low bits say which part asked.

@@ -11,7 +11,7 @@ use std::io;
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
-/// Tokens per node: more than any `connections_max` a node on a shared thread may have.
+/// Tokens per node: more than the connections (P2P and API) a node on a shared thread may have.
 const TOKENS_PER_NODE: usize = 1 << 24;
 const HUB_WAKER: Token = Token(usize::MAX);
 
@@ -35,10 +35,10 @@ impl Hub {
 
     /// Binds one more node on this hub; returns its P2P address.
     pub fn bind(&mut self, cfg: &Config, seed: u64) -> io::Result<std::net::SocketAddr> {
-        if cfg.reactor.connections_max >= TOKENS_PER_NODE - 8 {
+        if cfg.reactor.connections_max + cfg.reactor.api_connections_max >= TOKENS_PER_NODE - 8 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "connections_max too large for a shared thread",
+                "connections_max + api_connections_max too large for a shared thread",
             ));
         }
         let base = self.reactors.len() * TOKENS_PER_NODE;

@@ -246,3 +246,50 @@ fn a_recorded_node_replays_input_by_input() {
     assert_eq!(out.transmits, rec.transmits, "seed {seed}");
     assert_eq!(out.replies, rec.replies, "seed {seed}");
 }
+
+/// `read_quorum = "majority"`: a GET asks every holder at once and answers what most of them hold.
+#[test]
+fn majority_reads_return_what_was_written() {
+    use bytes::Bytes;
+    use voidphone_dht::config::ReadQuorum;
+    use voidphone_dht::id::Id;
+    use voidphone_dht::wire::api::{ApiReply, ApiRequest};
+    let seed = seed_from_env(16);
+    let mut cfg = Sim::default_node_config();
+    cfg.read_quorum = ReadQuorum::Majority;
+    let mut sim = Sim::new(seed, cfg, NetConfig::default());
+    sim.grow(16, 2_000);
+    converge(&mut sim, 120_000);
+    let addrs: Vec<_> = sim.nodes.keys().copied().collect();
+    for i in 0..40u64 {
+        let key = Id::hash(&i.to_be_bytes());
+        let value = Bytes::from(i.to_be_bytes().to_vec());
+        let put = ApiRequest::Put {
+            ttl_s: 600,
+            replication: 3,
+            key,
+            value,
+        };
+        sim.client_request(addrs[i as usize % 16], i, put);
+    }
+    sim.run_for(15_000); // copies and a repair round
+    sim.replies.clear();
+    for i in 0..40u64 {
+        let key = Id::hash(&i.to_be_bytes());
+        sim.client_request(
+            addrs[(i as usize * 7 + 3) % 16],
+            1000 + i,
+            ApiRequest::Get { key },
+        );
+    }
+    sim.run_for(10_000);
+    let right = sim
+        .replies
+        .iter()
+        .filter(|(_, c, r)| {
+            let i = c - 1000;
+            matches!(r, ApiReply::Success { value, .. } if value[..] == i.to_be_bytes())
+        })
+        .count();
+    assert_eq!(right, 40, "seed {seed}: {:?}", sim.replies);
+}

@@ -4,15 +4,17 @@
 //! clients that hung up (done once none of their GETs is in flight), and a pool of holder lists. Reads and writes local values through [`Values`]; no part calls it.
 
 use super::context::{Ctx, Part, Requests};
+use super::quorum::QuorumReads;
 use super::routing;
 use super::values::{Values, ttl_ms};
 use super::{ClientId, Output};
+use crate::config::ReadQuorum;
 use crate::id::{Id, Key};
 use crate::msg::{FailureReason, Peer, PeerMsg};
 use crate::time::Time;
 use crate::wire::api::{ApiReply, ApiRequest};
 use bytes::Bytes;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 /// Lookups a client request may start before it is given up (each takes another first hop).
@@ -33,6 +35,9 @@ struct ClientOp {
     /// Routed on a guess (the routing cache, a successor's list): a miss then means "look it up",
     /// not "not found".
     guessed: bool,
+    /// Counted among its client's requests in flight (from its first message on; a request
+    /// answered here at once is never counted).
+    counted: bool,
 }
 
 #[derive(Debug)]
@@ -76,6 +81,8 @@ enum Waiting {
     },
     /// A pause before routing again; no message is in flight.
     Retry(ClientOp),
+    /// One holder's answer to a majority read.
+    Quorum { id: u64 },
 }
 
 pub(super) struct Clients {
@@ -84,6 +91,10 @@ pub(super) struct Clients {
     /// Clients that hung up with GETs unanswered: done once none of theirs is in flight. (Hang-ups
     /// are rare, so the requests table is searched then rather than a count kept per GET.)
     hung_up: BTreeSet<ClientId>,
+    /// Requests in flight per client (no entry: none), bounded by `client_requests_max` each.
+    in_flight: BTreeMap<ClientId, u32>,
+    /// Majority reads waiting for their holders.
+    quorums: QuorumReads<ClientOp>,
 }
 
 impl Clients {
@@ -92,6 +103,8 @@ impl Clients {
             requests: Requests::new(Part::Clients, ctx.cfg.pending_requests_max),
             lists: PeerLists::default(),
             hung_up: BTreeSet::new(),
+            in_flight: BTreeMap::new(),
+            quorums: QuorumReads::default(),
         }
     }
 
@@ -140,16 +153,40 @@ impl Clients {
             deadline: ctx.now + ctx.cfg.lookup_timeout_ms,
             attempt: 0,
             guessed: false,
+            counted: false,
         };
-        if self.requests.is_full() {
-            log::warn!(
-                "[{}] {} client requests pending; refusing one",
+        // One client may not take every slot: past its share its requests fail at once.
+        let busy = self.in_flight.get(&client).copied().unwrap_or(0) as usize;
+        if self.requests.is_full() || busy >= ctx.cfg.client_requests_max {
+            ctx.stats.client_requests_refused += 1;
+            log::debug!(
+                "[{}] client {client}: {busy} requests in flight, {} in all; refusing one",
                 ctx.short(),
                 self.requests.len()
             );
             return self.failed(ctx, op);
         }
         self.route(ctx, values, op);
+    }
+
+    /// The op is about to wait for a peer: it counts among its client's requests in flight.
+    fn count(&mut self, op: &mut ClientOp) {
+        if !op.counted {
+            op.counted = true;
+            *self.in_flight.entry(op.client).or_default() += 1;
+        }
+    }
+
+    /// The op has ended.
+    fn uncount(&mut self, op: &ClientOp) {
+        if op.counted
+            && let Some(n) = self.in_flight.get_mut(&op.client)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight.remove(&op.client);
+            }
+        }
     }
 
     /// The client will send nothing more: it is done once every GET it sent is answered.
@@ -167,12 +204,12 @@ impl Clients {
     }
 
     fn gets_in_flight(&self, client: ClientId) -> bool {
-        self.requests.any(|what| {
-            let op = match what {
-                Waiting::Lookup(op) | Waiting::Holder { op, .. } | Waiting::Retry(op) => op,
-            };
-            op.client == client && matches!(op.kind, OpKind::Get)
-        })
+        let mine = |op: &ClientOp| op.client == client && matches!(op.kind, OpKind::Get);
+        self.quorums.ops().any(mine)
+            || self.requests.any(|what| match what {
+                Waiting::Lookup(op) | Waiting::Holder { op, .. } | Waiting::Retry(op) => mine(op),
+                Waiting::Quorum { .. } => false,
+            })
     }
 
     /// Sends a request on its way: answered here, by a node we know to be responsible, by the
@@ -193,6 +230,7 @@ impl Clients {
             return self.at_holders(ctx, values, op, nodes);
         }
         self.lists.give(nodes);
+        self.count(&mut op);
         let skip = op.attempt;
         if let Err(Waiting::Lookup(op)) =
             routing::find(ctx, &mut self.requests, key, skip, Waiting::Lookup(op))
@@ -214,6 +252,10 @@ impl Clients {
             self.lists.give(nodes);
             return self.retry(ctx, op);
         }
+        let is_get = matches!(op.kind, OpKind::Get);
+        if is_get && ctx.cfg.read_quorum == ReadQuorum::Majority {
+            return self.read_majority(ctx, values, op, nodes);
+        }
         let owner = nodes.remove(0);
         let rest = nodes;
         let here = owner.id == ctx.ring.me.id;
@@ -221,7 +263,7 @@ impl Clients {
             OpKind::Get if here => match values.read(ctx, &op.key) {
                 Some(value) => {
                     let reply = ApiReply::Success { key: op.key, value };
-                    self.answer(ctx, op.client, reply);
+                    self.answer(ctx, &op, reply);
                     self.lists.give(rest);
                 }
                 // A value stored just before we took over may still sit on the next replicas.
@@ -240,6 +282,7 @@ impl Clients {
                 {
                     ctx.stats.put_failures += 1;
                 }
+                self.uncount(&op);
             }
             OpKind::Put { .. } => {
                 // A write goes to the responsible node only: no fallbacks.
@@ -250,7 +293,8 @@ impl Clients {
     }
 
     /// STORAGE PUT of a client's write to the responsible node (which sets the version).
-    fn write_at(&mut self, ctx: &mut Ctx, owner: Peer, op: ClientOp) {
+    fn write_at(&mut self, ctx: &mut Ctx, owner: Peer, mut op: ClientOp) {
+        self.count(&mut op);
         let OpKind::Put {
             value,
             expires,
@@ -280,10 +324,11 @@ impl Clients {
         &mut self,
         ctx: &mut Ctx,
         holder: Peer,
-        op: ClientOp,
+        mut op: ClientOp,
         rest: Vec<Peer>,
         asked: Asked,
     ) {
+        self.count(&mut op);
         let msg = PeerMsg::StorageGet { key: op.key };
         let what = Waiting::Holder { op, rest, asked };
         if let Err(Waiting::Holder { op, .. }) = self.requests.send(ctx, holder.addr, msg, what) {
@@ -316,6 +361,7 @@ impl Clients {
             return self.failed(ctx, op);
         }
         let wait = (RETRY_BACKOFF_MS * op.attempt as u64).min(op.deadline.ms_since(ctx.now));
+        self.count(&mut op);
         self.requests.pause(ctx, wait, Waiting::Retry(op));
     }
 
@@ -324,10 +370,11 @@ impl Clients {
         match op.kind {
             OpKind::Get => {
                 ctx.stats.get_failures += 1;
-                self.answer(ctx, op.client, ApiReply::Failure { key: op.key });
+                self.answer(ctx, &op, ApiReply::Failure { key: op.key });
             }
             OpKind::Put { .. } => {
                 ctx.stats.put_failures += 1;
+                self.uncount(&op);
                 log::warn!(
                     "[{}] PUT of {} failed: no responsible node answered in time",
                     ctx.short(),
@@ -338,7 +385,9 @@ impl Clients {
     }
 
     /// The one answer to a GET (its op has left the requests table).
-    fn answer(&mut self, ctx: &mut Ctx, client: ClientId, reply: ApiReply) {
+    fn answer(&mut self, ctx: &mut Ctx, op: &ClientOp, reply: ApiReply) {
+        self.uncount(op);
+        let client = op.client;
         ctx.output(Output::ClientReply { client, reply });
         if self.hung_up.contains(&client) && !self.gets_in_flight(client) {
             self.hung_up.remove(&client);
@@ -379,6 +428,69 @@ impl Clients {
                 self.holder_answered(ctx, values, from, (op, rest, asked), msg)
             }
             Waiting::Retry(op) => self.route(ctx, values, op),
+            Waiting::Quorum { id } => {
+                let value = match msg {
+                    PeerMsg::StorageGetSuccess {
+                        key,
+                        version,
+                        value,
+                        ..
+                    } if self.quorums.op(id).is_some_and(|op| op.key == key) => {
+                        Some((version, value))
+                    }
+                    _ => None,
+                };
+                self.quorum_answer(ctx, id, value)
+            }
+        }
+    }
+
+    /// A majority read: the responsible node and its next `replication_max − 1` successors are
+    /// asked at once (`holders`, a pooled list, the responsible node first).
+    fn read_majority(
+        &mut self,
+        ctx: &mut Ctx,
+        values: &mut Values,
+        mut op: ClientOp,
+        mut holders: Vec<Peer>,
+    ) {
+        holders.truncate(ctx.cfg.replication_max as usize);
+        self.count(&mut op);
+        let key = op.key;
+        let id = self.quorums.start(op, holders.len());
+        for h in &holders {
+            if h.id == ctx.ring.me.id {
+                let value = values.read_versioned(ctx, &key);
+                self.quorum_answer(ctx, id, value);
+            } else if self
+                .requests
+                .send(
+                    ctx,
+                    h.addr,
+                    PeerMsg::StorageGet { key },
+                    Waiting::Quorum { id },
+                )
+                .is_err()
+            {
+                self.quorum_answer(ctx, id, None);
+            }
+        }
+        self.lists.give(holders);
+    }
+
+    /// One holder's part of a majority read; the last one answers the client.
+    fn quorum_answer(&mut self, ctx: &mut Ctx, id: u64, value: Option<(u64, Bytes)>) {
+        let Some((op, value)) = self.quorums.answer(id, value) else {
+            return;
+        };
+        match value {
+            Some(value) => {
+                let reply = ApiReply::Success { key: op.key, value };
+                self.answer(ctx, &op, reply);
+            }
+            // The holders came from a guess: look the key up before calling it missing.
+            None if op.guessed => self.retry(ctx, op),
+            None => self.failed(ctx, op),
         }
     }
 
@@ -394,7 +506,7 @@ impl Clients {
         use FailureReason::{NotFound, NotResponsible, Refused};
         match msg {
             PeerMsg::StorageGetSuccess { key, value, .. } if key == op.key => {
-                self.answer(ctx, op.client, ApiReply::Success { key, value });
+                self.answer(ctx, &op, ApiReply::Success { key, value });
                 self.lists.give(rest);
             }
             PeerMsg::StorageFailure {
@@ -447,8 +559,9 @@ impl Clients {
                 from,
                 op.key.short()
             );
-            self.retry(ctx, op);
+            return self.retry(ctx, op);
         }
+        self.uncount(&op);
     }
 
     fn unexpected(
@@ -488,6 +601,7 @@ impl Clients {
             Waiting::Lookup(op) => self.retry(ctx, op),
             Waiting::Holder { op, rest, .. } => self.next_holder(ctx, op, rest, Miss::NoAnswer),
             Waiting::Retry(op) => self.route(ctx, values, op),
+            Waiting::Quorum { id } => self.quorum_answer(ctx, id, None),
         }
     }
 }
@@ -595,6 +709,26 @@ mod tests {
                 ]
             ),
             "{seen:?}"
+        );
+    }
+
+    #[test]
+    fn one_client_cannot_take_every_request_slot() {
+        let mut node = joining_node();
+        let max = Config::default().node.client_requests_max;
+        for _ in 0..max + 5 {
+            node.handle_input(get(1), Time(1));
+        }
+        let failed_at_once = outputs(&mut node)
+            .iter()
+            .filter(|o| matches!(o, Output::ClientReply { client: 1, .. }))
+            .count();
+        assert_eq!(failed_at_once, 5);
+        node.handle_input(get(2), Time(2));
+        let out = outputs(&mut node);
+        assert!(
+            out.is_empty(),
+            "another client's GET waits its turn: {out:?}"
         );
     }
 

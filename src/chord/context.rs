@@ -75,6 +75,9 @@ pub struct Stats {
     /// STORAGE PUTs from peers refused: a copy from a non-holder, a version from the future, a
     /// peer over its stored-bytes rate.
     pub puts_refused: u64,
+    /// Client requests failed at once: the client's share (`client_requests_max`) or the whole
+    /// table (`pending_requests_max`) was taken.
+    pub client_requests_refused: u64,
 }
 
 pub(super) struct Ctx {

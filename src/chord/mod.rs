@@ -23,6 +23,7 @@ mod clients;
 mod context;
 mod identity;
 mod maintenance;
+mod quorum;
 mod repair;
 pub mod ring;
 mod routing;

@@ -80,8 +80,13 @@ impl Values {
 
     /// The live value under `key`, copied out for a reply.
     pub fn read(&mut self, ctx: &Ctx, key: &Key) -> Option<Bytes> {
+        self.read_versioned(ctx, key).map(|(_, value)| value)
+    }
+
+    /// The live value under `key` with its version.
+    pub fn read_versioned(&mut self, ctx: &Ctx, key: &Key) -> Option<(u64, Bytes)> {
         let s = self.storage.get(key, ctx.now)?;
-        Some(self.out.copy(s.value))
+        Some((s.version, self.out.copy(s.value)))
     }
 
     /// STORAGE GET or PUT from a peer (the shell sends us no other message).

@@ -120,7 +120,7 @@ fn clients_that_send_and_hang_up_free_their_connection_slot_at_once() {
     // With room for two connections, a node that missed the end of stream behind a request (data
     // and FIN in one read) would keep those slots until the idle timeout and refuse the next client.
     let mut cfg = voidphone_dht::testnet::loopback_config(Vec::new());
-    cfg.reactor.connections_max = 2;
+    cfg.reactor.api_connections_max = 2;
     let node = voidphone_dht::reactor::RunningNode::spawn(&cfg, 1).unwrap();
     let mut req = BytesMut::new();
     ApiRequest::Get { key: key(1) }.encode(&mut req);

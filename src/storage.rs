@@ -16,10 +16,10 @@ use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::ops::Bound::{Excluded, Included, Unbounded};
 
-/// What one stored entry costs against the quota besides its value: key, expiry, version and
-/// replication in the entry block (49), the allocator's header and rounding (≤ 23), and the tree's
-/// share of a half-full node (≤ 32).
-pub const ENTRY_OVERHEAD_BYTES: usize = 104;
+/// What one stored entry costs against the quota besides its value: key, expiry, version,
+/// replication and writer in the entry block (51), the allocator's header and rounding (≤ 23), and
+/// the tree's share of a half-full node (≤ 32).
+pub const ENTRY_OVERHEAD_BYTES: usize = 106;
 
 /// How often the sweep runs while values are stored, and how much of the store one step visits
 /// (`len / SWEEP_FRACTION + SWEEP_MIN`): every value is visited within SWEEP_FRACTION steps (8 s).
@@ -33,7 +33,23 @@ const KEY: std::ops::Range<usize> = 0..32;
 const EXPIRES: std::ops::Range<usize> = 32..40;
 const VERSION: std::ops::Range<usize> = 40..48;
 const REPLICATION: usize = 48;
-const VALUE: usize = 49;
+const WRITER: std::ops::Range<usize> = 49..51;
+const VALUE: usize = 51;
+
+/// Who wrote a value, for the per-writer share of the store: an id the caller gives (0: nobody in
+/// particular, no share applies), and the most that writer's values may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Writer {
+    pub id: u16,
+    pub bytes_max: usize,
+}
+
+impl Writer {
+    pub const ANY: Writer = Writer {
+        id: 0,
+        bytes_max: usize::MAX,
+    };
+}
 
 /// One stored value, read in place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,12 +66,18 @@ pub struct Stored<'a> {
 struct Entry(Box<[u8]>);
 
 impl Entry {
-    fn new(key: &Key, value: &[u8], expires: Time, replication: u8, version: u64) -> Entry {
+    fn new(
+        key: &Key,
+        value: &[u8],
+        (expires, replication, version): (Time, u8, u64),
+        writer: u16,
+    ) -> Entry {
         let mut block = Vec::with_capacity(VALUE + value.len());
         block.extend_from_slice(&key.0);
         block.extend_from_slice(&expires.as_ms().to_be_bytes());
         block.extend_from_slice(&version.to_be_bytes());
         block.push(replication);
+        block.extend_from_slice(&writer.to_be_bytes());
         block.extend_from_slice(value);
         Entry(block.into_boxed_slice())
     }
@@ -68,6 +90,10 @@ impl Entry {
         Time(u64::from_be_bytes(
             self.0[EXPIRES].try_into().expect("8-byte expiry"),
         ))
+    }
+
+    fn writer(&self) -> u16 {
+        u16::from_be_bytes(self.0[WRITER].try_into().expect("2-byte writer"))
     }
 
     fn version(&self) -> u64 {
@@ -118,12 +144,16 @@ impl Ord for Entry {
 pub enum StoreError {
     /// The value does not fit in `storage_bytes_max`; nothing was changed.
     QuotaExceeded { needed: usize, free: usize },
+    /// The writer's values would take more than its share; nothing was changed.
+    ShareExceeded { writer: u16, held: usize },
 }
 
 pub struct Storage {
     entries: BTreeSet<Entry>,
     bytes_used: usize,
     bytes_max: usize,
+    /// Bytes charged per writer (writer 0 is not tracked).
+    by_writer: std::collections::BTreeMap<u16, usize>,
     /// The last key the incremental sweep visited (`None`: start from the lowest), and when it
     /// runs next.
     sweep_cursor: Option<[u8; 32]>,
@@ -139,6 +169,7 @@ impl Storage {
             entries: BTreeSet::new(),
             bytes_used: 0,
             bytes_max,
+            by_writer: std::collections::BTreeMap::new(),
             sweep_cursor: None,
             next_sweep: Time(0),
             next_full_sweep: Time(0),
@@ -172,6 +203,19 @@ impl Storage {
         version: u64,
         now: Time,
     ) -> Result<bool, StoreError> {
+        let meta = (expires, replication, version);
+        self.put_as(key, value, meta, now, Writer::ANY)
+    }
+
+    /// [`Self::put`] for `writer`, whose values may take no more than its share.
+    pub fn put_as(
+        &mut self,
+        key: Key,
+        value: &[u8],
+        (expires, replication, version): (Time, u8, u64),
+        now: Time,
+        writer: Writer,
+    ) -> Result<bool, StoreError> {
         if self
             .entries
             .get(&key.0)
@@ -189,12 +233,47 @@ impl Storage {
         if needed > free {
             return Err(StoreError::QuotaExceeded { needed, free });
         }
-        let entry = Entry::new(&key, value, expires, replication, version);
-        self.bytes_used += entry.charge();
+        // An overwrite of the writer's own value frees that value's bytes.
+        let own_old = self
+            .entries
+            .get(&key.0)
+            .filter(|e| e.writer() == writer.id)
+            .map_or(0, Entry::charge);
+        let held = self.writer_bytes(writer.id) - own_old;
+        if writer.id != 0 && held + needed > writer.bytes_max {
+            return Err(StoreError::ShareExceeded {
+                writer: writer.id,
+                held,
+            });
+        }
+        let entry = Entry::new(&key, value, (expires, replication, version), writer.id);
+        self.charge(&entry);
         if let Some(old) = self.entries.replace(entry) {
-            self.bytes_used -= old.charge();
+            self.release(&old);
         }
         Ok(true)
+    }
+
+    /// Bytes the values of `writer` take (0 for writer 0, which is not tracked).
+    pub fn writer_bytes(&self, writer: u16) -> usize {
+        self.by_writer.get(&writer).copied().unwrap_or(0)
+    }
+
+    fn charge(&mut self, e: &Entry) {
+        self.bytes_used += e.charge();
+        if e.writer() != 0 {
+            *self.by_writer.entry(e.writer()).or_default() += e.charge();
+        }
+    }
+
+    fn release(&mut self, e: &Entry) {
+        self.bytes_used -= e.charge();
+        if let Some(b) = self.by_writer.get_mut(&e.writer()) {
+            *b -= e.charge();
+            if *b == 0 {
+                self.by_writer.remove(&e.writer());
+            }
+        }
     }
 
     /// The version a new write of `key` gets: `at_least` (the wall clock), past any version held.
@@ -221,7 +300,7 @@ impl Storage {
     pub fn remove(&mut self, key: &Key) -> bool {
         match self.entries.take(&key.0) {
             Some(old) => {
-                self.bytes_used -= old.charge();
+                self.release(&old);
                 true
             }
             None => false,
@@ -440,4 +519,26 @@ mod tests {
         assert_eq!(keys(7, 7).len(), 4);
         assert_eq!(s.range(k(7), k(7), Time(100)).count(), 0);
     }
+
+    #[test]
+    fn a_writer_gets_no_more_than_its_share_and_gets_it_back() {
+        let mut s = Storage::new(1 << 20);
+        let w = Writer {
+            id: 5,
+            bytes_max: 3 * (100 + ENTRY_OVERHEAD_BYTES),
+        };
+        let meta = (Time(100), 1, 1);
+        for b in 1..=3 {
+            s.put_as(k(b), &[b; 100], meta, Time(0), w).unwrap();
+        }
+        let err = s.put_as(k(4), &[4; 100], meta, Time(0), w).unwrap_err();
+        assert!(matches!(err, StoreError::ShareExceeded { writer: 5, .. }), "{err:?}");
+        // Others are not held to it; an overwrite and a removal give room back.
+        s.put_as(k(4), &[4; 100], meta, Time(0), Writer::ANY).unwrap();
+        s.put_as(k(1), &[9; 100], meta, Time(0), w).unwrap();
+        assert!(s.remove(&k(2)));
+        s.put_as(k(5), &[5; 100], meta, Time(0), w).unwrap();
+        assert_eq!(s.writer_bytes(5), 3 * (100 + ENTRY_OVERHEAD_BYTES));
+    }
+
 }

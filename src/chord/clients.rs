@@ -11,6 +11,7 @@ use super::{ClientId, Output};
 use crate::config::ReadQuorum;
 use crate::id::{Id, Key};
 use crate::msg::{FailureReason, Peer, PeerMsg};
+use crate::storage::Writer;
 use crate::time::Time;
 use crate::wire::api::{ApiReply, ApiRequest};
 use bytes::Bytes;
@@ -277,7 +278,7 @@ impl Clients {
             } if here => {
                 self.lists.give(rest);
                 if values
-                    .write(ctx, op.key, value, *expires, *replication)
+                    .write(ctx, op.key, value, (*expires, *replication), Writer::ANY)
                     .is_err()
                 {
                     ctx.stats.put_failures += 1;

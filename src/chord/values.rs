@@ -8,9 +8,11 @@ use super::arena::ValueArena;
 use super::context::{Ctx, Part, Requests};
 use crate::id::{Id, Key};
 use crate::msg::{COPY_FLAG, FailureReason, NodeInfo, Peer, PeerMsg};
-use crate::storage::{Storage, StoreError, Stored};
+use crate::storage::{Storage, StoreError, Stored, Writer};
 use crate::time::Time;
 use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 
 /// A stored value copied out of the store, on its way to another node.
@@ -44,7 +46,12 @@ pub(super) struct Values {
     copies: Requests<Copy>,
     /// Stored bytes per second, per peer IP.
     buckets: StoreBuckets,
+    /// The writer id of each peer IP whose writes we store (bounded by `WRITERS_MAX`).
+    writer_ids: BTreeMap<IpAddr, u16>,
 }
+
+/// Peer IPs with a writer id (and a share) of their own.
+const WRITERS_MAX: u16 = 4095;
 
 impl Values {
     pub fn new(ctx: &Ctx) -> Values {
@@ -53,6 +60,7 @@ impl Values {
             out: ValueArena::default(),
             copies: Requests::new(Part::Values, ctx.cfg.pending_requests_max),
             buckets: StoreBuckets::default(),
+            writer_ids: BTreeMap::new(),
         }
     }
 
@@ -166,7 +174,8 @@ impl Values {
             self.store_copy(ctx, key, &put.value, (expires, replication, put.version))
                 .map(|_| ())
         } else {
-            self.write(ctx, key, &put.value, expires, replication)
+            let writer = self.writer_of(ctx, from);
+            self.write(ctx, key, &put.value, (expires, replication), writer)
         };
         if request == 0 {
             return;
@@ -182,6 +191,22 @@ impl Values {
             },
         };
         ctx.send(from, request, msg);
+    }
+
+    /// The writes a peer forwards count against its IP's share of the store (`storage_share_per_peer`).
+    fn writer_of(&mut self, ctx: &Ctx, from: SocketAddr) -> Writer {
+        let next = self.writer_ids.len() as u16 + 1;
+        let id = match self.writer_ids.get(&from.ip()) {
+            Some(id) => *id,
+            None if next < WRITERS_MAX => {
+                self.writer_ids.insert(from.ip(), next);
+                next
+            }
+            None => WRITERS_MAX, // every later IP shares the last share
+        };
+        let bytes_max =
+            (ctx.cfg.storage_bytes_max as f64 * ctx.cfg.storage_share_per_peer) as usize;
+        Writer { id, bytes_max }
     }
 
     /// Why a STORAGE PUT from `from` may not be stored, if it may not.
@@ -230,14 +255,12 @@ impl Values {
         ctx: &mut Ctx,
         key: Key,
         value: &Bytes,
-        expires: Time,
-        replication: u8,
+        (expires, replication): (Time, u8),
+        writer: Writer,
     ) -> Result<(), ()> {
         let version = self.storage.next_version(&key, ctx.wall_ms());
-        if let Err(e) = self
-            .storage
-            .put(key, value, expires, replication, version, ctx.now)
-        {
+        let meta = (expires, replication, version);
+        if let Err(e) = self.storage.put_as(key, value, meta, ctx.now, writer) {
             refused(ctx, key, value, e);
             return Err(());
         }

@@ -532,13 +532,16 @@ mod tests {
             s.put_as(k(b), &[b; 100], meta, Time(0), w).unwrap();
         }
         let err = s.put_as(k(4), &[4; 100], meta, Time(0), w).unwrap_err();
-        assert!(matches!(err, StoreError::ShareExceeded { writer: 5, .. }), "{err:?}");
+        assert!(
+            matches!(err, StoreError::ShareExceeded { writer: 5, .. }),
+            "{err:?}"
+        );
         // Others are not held to it; an overwrite and a removal give room back.
-        s.put_as(k(4), &[4; 100], meta, Time(0), Writer::ANY).unwrap();
+        s.put_as(k(4), &[4; 100], meta, Time(0), Writer::ANY)
+            .unwrap();
         s.put_as(k(1), &[9; 100], meta, Time(0), w).unwrap();
         assert!(s.remove(&k(2)));
         s.put_as(k(5), &[5; 100], meta, Time(0), w).unwrap();
         assert_eq!(s.writer_bytes(5), 3 * (100 + ENTRY_OVERHEAD_BYTES));
     }
-
 }

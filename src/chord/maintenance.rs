@@ -531,33 +531,15 @@ impl Maintenance {
         let Some(what) = self.requests.take(ctx, request) else {
             return log_late(ctx, from, request);
         };
-        let me = ctx.ring.me.id;
         match (what, msg) {
             (
-                Rpc::Join,
+                what @ (Rpc::Join | Rpc::Finger(_)),
                 PeerMsg::PeerFound {
                     target,
                     hops,
                     nodes,
                 },
-            ) if target == me => {
-                if !routing::found(ctx, from, (target, hops), &nodes) {
-                    return self.gave_up(ctx, Rpc::Join, from);
-                }
-                self.joined_via(ctx, nodes);
-            }
-            (
-                Rpc::Finger(i),
-                PeerMsg::PeerFound {
-                    target,
-                    hops,
-                    nodes,
-                },
-            ) if target == me.add_pow2(i) => {
-                if routing::found(ctx, from, (target, hops), &nodes) {
-                    self.finger_found(ctx, i, nodes[0]);
-                }
-            }
+            ) => self.lookup_answered(ctx, from, what, (target, hops), nodes),
             (Rpc::Stabilize, PeerMsg::PredecessorReply { pred, succs }) => {
                 let reply = believable(ctx, pred, succs);
                 self.successor_answered(ctx, from, reply)
@@ -586,6 +568,30 @@ impl Maintenance {
                 );
                 self.gave_up(ctx, what, from);
             }
+        }
+    }
+
+    /// A PEER FOUND for our join or a finger: believed only for the target asked and when
+    /// [`routing::found`] finds it believable (a join that is not goes on to the next contact).
+    fn lookup_answered(
+        &mut self,
+        ctx: &mut Ctx,
+        from: SocketAddr,
+        what: Rpc,
+        found: (Id, u8),
+        nodes: Vec<Peer>,
+    ) {
+        let me = ctx.ring.me.id;
+        let asked = match what {
+            Rpc::Finger(i) => me.add_pow2(i),
+            _ => me,
+        };
+        if found.0 != asked || !routing::found(ctx, from, found, &nodes) {
+            return self.gave_up(ctx, what, from);
+        }
+        match what {
+            Rpc::Finger(i) => self.finger_found(ctx, i, nodes[0]),
+            _ => self.joined_via(ctx, nodes),
         }
     }
 

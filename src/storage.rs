@@ -239,7 +239,7 @@ impl Storage {
             .get(&key.0)
             .filter(|e| e.writer() == writer.id)
             .map_or(0, Entry::charge);
-        let held = self.writer_bytes(writer.id) - own_old;
+        let held = self.writer_bytes(writer.id).saturating_sub(own_old);
         if writer.id != 0 && held + needed > writer.bytes_max {
             return Err(StoreError::ShareExceeded {
                 writer: writer.id,

@@ -18,6 +18,8 @@ pub(super) enum Refusal {
     FromTheFuture,
     /// The peer's stored-bytes bucket is empty.
     TooFast,
+    /// A value larger than a client could write (it could not be answered to one).
+    TooLarge,
 }
 
 /// Slack on the estimated stretch of ring a node replicates (node spacing varies widely).

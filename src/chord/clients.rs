@@ -3,6 +3,7 @@
 //! through other routes, and exactly one answer per GET. Owns the client operations in flight, the
 //! clients that hung up (done once none of their GETs is in flight), and a pool of holder lists. Reads and writes local values through [`Values`]; no part calls it.
 
+use super::admission;
 use super::context::{Ctx, Part, Requests};
 use super::quorum::QuorumReads;
 use super::routing;
@@ -16,7 +17,7 @@ use crate::time::Time;
 use crate::wire::api::{ApiReply, ApiRequest};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Lookups a client request may start before it is given up (each takes another first hop).
 const ATTEMPTS_MAX: usize = 8;
@@ -407,7 +408,7 @@ impl Clients {
         request: u64,
         msg: PeerMsg,
     ) {
-        let Some(what) = self.requests.take(ctx, request) else {
+        let Some(what) = self.requests.take_answer(ctx, request, from) else {
             return;
         };
         match what {
@@ -437,7 +438,7 @@ impl Clients {
                         value,
                         ..
                     } if self.quorums.op(id).is_some_and(|op| op.key == key) => {
-                        Some((version, value))
+                        Some((from.ip(), version, value))
                     }
                     _ => None,
                 };
@@ -461,8 +462,9 @@ impl Clients {
         let id = self.quorums.start(op, holders.len());
         for h in &holders {
             if h.id == ctx.ring.me.id {
+                let ip = ctx.me().addr.ip();
                 let value = values.read_versioned(ctx, &key);
-                self.quorum_answer(ctx, id, value);
+                self.quorum_answer(ctx, id, value.map(|(v, value)| (ip, v, value)));
             } else if self
                 .requests
                 .send(
@@ -479,8 +481,10 @@ impl Clients {
         self.lists.give(holders);
     }
 
-    /// One holder's part of a majority read; the last one answers the client.
-    fn quorum_answer(&mut self, ctx: &mut Ctx, id: u64, value: Option<(u64, Bytes)>) {
+    /// One holder's part of a majority read (its IP, version and value); the last one answers the
+    /// client. A version from the future does not vote.
+    fn quorum_answer(&mut self, ctx: &mut Ctx, id: u64, value: Option<(IpAddr, u64, Bytes)>) {
+        let value = value.filter(|(_, version, _)| admission::version_believable(ctx, *version));
         let Some((op, value)) = self.quorums.answer(id, value) else {
             return;
         };
@@ -506,7 +510,9 @@ impl Clients {
     ) {
         use FailureReason::{NotFound, NotResponsible, Refused};
         match msg {
-            PeerMsg::StorageGetSuccess { key, value, .. } if key == op.key => {
+            PeerMsg::StorageGetSuccess { key, value, .. }
+                if key == op.key && matches!(op.kind, OpKind::Get) =>
+            {
                 self.answer(ctx, &op, ApiReply::Success { key, value });
                 self.lists.give(rest);
             }
@@ -522,7 +528,9 @@ impl Clients {
                 reason: NotResponsible,
                 ..
             } => self.next_holder(ctx, op, rest, Miss::NotFound),
-            PeerMsg::StoragePutSuccess { key, value_hash } if key == op.key => {
+            PeerMsg::StoragePutSuccess { key, value_hash }
+                if key == op.key && matches!(op.kind, OpKind::Put { .. }) =>
+            {
                 self.write_acknowledged(ctx, from, op, value_hash)
             }
             PeerMsg::StorageFailure {
@@ -617,6 +625,10 @@ fn guess_holders(ctx: &mut Ctx, op: &mut ClientOp, nodes: &mut Vec<Peer>) -> boo
         // Entries past the first come from our successor's list and may be stale.
         op.guessed = i > 0;
         return true;
+    }
+    // A majority read takes its holders from a real lookup, never from the cache's guess.
+    if matches!(op.kind, OpKind::Get) && ctx.cfg.read_quorum == ReadQuorum::Majority {
+        return false;
     }
     let more = ctx.cfg.replication_max as usize - 1;
     ctx.cache.holders_into(&op.key, ctx.ring.me, more, nodes);

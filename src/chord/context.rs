@@ -172,8 +172,11 @@ impl Ctx {
     }
 
     /// A new request id for `part` with a deadline at `at`.
+    /// A request id: a counter (unique) with 22 random bits below it (a stranger cannot guess the
+    /// id of a request to answer it falsely), and the part in the lowest two bits.
     fn new_request(&mut self, part: Part, at: Time) -> (u64, TimerKey) {
-        let request = self.next_request << 2 | part as u64;
+        let unguessable = self.rng.next_u64() & 0x3f_ffff;
+        let request = self.next_request << 24 | unguessable << 2 | part as u64;
         self.next_request += 1;
         (request, self.deadlines.insert(at, request))
     }
@@ -205,7 +208,15 @@ struct Open<T> {
     what: T,
     /// `None` for a pause (a retry's backoff), which waits on nobody.
     peer: Option<SocketAddr>,
+    /// Who may answer: the peer asked, or (a PEER FIND, answered by the node it reaches) anyone.
+    answered_by: AnsweredBy,
     timer: TimerKey,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AnsweredBy {
+    ThePeerAsked,
+    Anyone,
 }
 
 impl<T> Requests<T> {
@@ -228,6 +239,27 @@ impl<T> Requests<T> {
     /// Sends `msg` to `to` and remembers `what` until the answer or `request_timeout_ms`. When
     /// this part's table is full nothing is sent and `what` comes back.
     pub fn send(&mut self, ctx: &mut Ctx, to: SocketAddr, msg: PeerMsg, what: T) -> Result<(), T> {
+        self.send_answered_by(ctx, (to, msg), what, AnsweredBy::ThePeerAsked)
+    }
+
+    /// [`Self::send`] for a PEER FIND, whose answer comes from whichever node it reaches.
+    pub fn send_find(
+        &mut self,
+        ctx: &mut Ctx,
+        to: SocketAddr,
+        msg: PeerMsg,
+        what: T,
+    ) -> Result<(), T> {
+        self.send_answered_by(ctx, (to, msg), what, AnsweredBy::Anyone)
+    }
+
+    fn send_answered_by(
+        &mut self,
+        ctx: &mut Ctx,
+        (to, msg): (SocketAddr, PeerMsg),
+        what: T,
+        answered_by: AnsweredBy,
+    ) -> Result<(), T> {
         if self.is_full() {
             return Err(what);
         }
@@ -236,6 +268,7 @@ impl<T> Requests<T> {
         let open = Open {
             what,
             peer: Some(to),
+            answered_by,
             timer,
         };
         self.open.insert(request, open);
@@ -249,9 +282,28 @@ impl<T> Requests<T> {
         let open = Open {
             what,
             peer: None,
+            answered_by: AnsweredBy::ThePeerAsked,
             timer,
         };
         self.open.insert(request, open);
+    }
+
+    /// The entry for `request` answered by `from`, removed with its deadline; `None` (and the
+    /// entry stays) when `from` may not answer it: an answer counts only from the peer asked.
+    pub fn take_answer(&mut self, ctx: &mut Ctx, request: u64, from: SocketAddr) -> Option<T> {
+        let open = self.open.get(&request)?;
+        let may_answer = match open.answered_by {
+            AnsweredBy::Anyone => true,
+            AnsweredBy::ThePeerAsked => open.peer == Some(from),
+        };
+        if !may_answer {
+            log::debug!(
+                "[{}] answer to {request} from {from}, not the peer asked",
+                ctx.short()
+            );
+            return None;
+        }
+        self.take(ctx, request)
     }
 
     /// The entry for `request`, removed with its deadline.

@@ -528,7 +528,7 @@ impl Maintenance {
 
     /// An answer to one of our requests.
     pub fn on_reply(&mut self, ctx: &mut Ctx, from: SocketAddr, request: u64, msg: PeerMsg) {
-        let Some(what) = self.requests.take(ctx, request) else {
+        let Some(what) = self.requests.take_answer(ctx, request, from) else {
             return log_late(ctx, from, request);
         };
         match (what, msg) {

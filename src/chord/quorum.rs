@@ -4,12 +4,13 @@
 
 use bytes::Bytes;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 /// One majority read in progress, for an op of type `Op`.
 struct Read<Op> {
     op: Op,
-    /// What the holders that had the value answered: version and value.
-    answers: Vec<(u64, Bytes)>,
+    /// What the holders that had the value answered: their IP, the version and the value.
+    answers: Vec<(IpAddr, u64, Bytes)>,
     /// Holders not heard from yet.
     waiting: usize,
 }
@@ -43,7 +44,11 @@ impl<Op> QuorumReads<Op> {
 
     /// One holder's answer (`None`: it has no value, or did not answer). When it was the last, the
     /// op comes back with the value to answer (`None`: no holder had one).
-    pub fn answer(&mut self, id: u64, value: Option<(u64, Bytes)>) -> Option<(Op, Option<Bytes>)> {
+    pub fn answer(
+        &mut self,
+        id: u64,
+        value: Option<(IpAddr, u64, Bytes)>,
+    ) -> Option<(Op, Option<Bytes>)> {
         let read = self.open.get_mut(&id)?;
         read.answers.extend(value);
         read.waiting = read.waiting.saturating_sub(1);
@@ -64,18 +69,21 @@ impl<Op> QuorumReads<Op> {
     }
 }
 
-/// The value held by the most holders; among equally many, the one with the highest version.
-fn most_held(answers: Vec<(u64, Bytes)>) -> Option<Bytes> {
-    let mut counts: Vec<((u64, Bytes), usize)> = Vec::new();
-    for a in answers {
-        match counts.iter_mut().find(|(b, _)| *b == a) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((a, 1)),
+/// The value held by the most holders, one vote per IP (one IP may hold several slots); among
+/// equally many, the one with the highest version.
+fn most_held(answers: Vec<(IpAddr, u64, Bytes)>) -> Option<Bytes> {
+    let mut votes: Vec<((u64, Bytes), Vec<IpAddr>)> = Vec::new();
+    for (ip, version, value) in answers {
+        let answer = (version, value);
+        match votes.iter_mut().find(|(a, _)| *a == answer) {
+            Some((_, ips)) if !ips.contains(&ip) => ips.push(ip),
+            Some(_) => {}
+            None => votes.push((answer, vec![ip])),
         }
     }
-    counts
+    votes
         .into_iter()
-        .max_by_key(|((version, _), n)| (*n, *version))
+        .max_by_key(|((version, _), ips)| (ips.len(), *version))
         .map(|((_, value), _)| value)
 }
 
@@ -89,14 +97,28 @@ mod tests {
         let id = q.start("op", 3);
         let honest = Bytes::from_static(b"honest");
         let forged = Bytes::from_static(b"forged");
-        assert!(q.answer(id, Some((u64::MAX, forged))).is_none());
-        assert!(q.answer(id, Some((5, honest.clone()))).is_none());
-        let (op, value) = q.answer(id, Some((5, honest.clone()))).unwrap();
-        assert_eq!((op, value), ("op", Some(honest)));
+        let ip = |n: u8| IpAddr::from([10, 0, 0, n]);
+        assert!(
+            q.answer(id, Some((ip(9), u64::MAX, forged.clone())))
+                .is_none()
+        );
+        assert!(q.answer(id, Some((ip(1), 5, honest.clone()))).is_none());
+        let (op, value) = q.answer(id, Some((ip(2), 5, honest.clone()))).unwrap();
+        assert_eq!((op, value), ("op", Some(honest.clone())));
+        // One IP's several slots are one vote: two honest holders outvote three slots of one IP.
+        let id = q.start("op", 5);
+        for _ in 0..3 {
+            let _ = q.answer(id, Some((ip(9), 7, forged.clone())));
+        }
+        let _ = q.answer(id, Some((ip(1), 5, honest.clone())));
+        let (_, value) = q.answer(id, Some((ip(2), 5, honest.clone()))).unwrap();
+        assert_eq!(value, Some(honest));
         // Equally many: the higher version.
         let id = q.start("op", 2);
-        let _ = q.answer(id, Some((1, Bytes::from_static(b"old"))));
-        let (_, value) = q.answer(id, Some((2, Bytes::from_static(b"new")))).unwrap();
+        let _ = q.answer(id, Some((ip(1), 1, Bytes::from_static(b"old"))));
+        let (_, value) = q
+            .answer(id, Some((ip(2), 2, Bytes::from_static(b"new"))))
+            .unwrap();
         assert_eq!(value.as_deref(), Some(&b"new"[..]));
         let id = q.start("op", 1);
         assert_eq!(q.answer(id, None), Some(("op", None)));

@@ -160,7 +160,7 @@ impl Repair {
         request: u64,
         msg: PeerMsg,
     ) {
-        let Some(what) = self.requests.take(ctx, request) else {
+        let Some(what) = self.requests.take_answer(ctx, request, from) else {
             return;
         };
         match (what, msg) {
@@ -245,8 +245,12 @@ impl Repair {
         let lacking: Vec<Key> = keys
             .iter()
             .filter(|(k, version)| {
+                // A newer version is pulled only once it is not in the future: we give the versions
+                // of our range, and one ahead of our clock is a forgery (or a clock far off).
                 in_half_open(k, &pred, &ctx.ring.me.id)
-                    && storage.get(k, ctx.now).is_none_or(|s| s.version < *version)
+                    && storage
+                        .get(k, ctx.now)
+                        .is_none_or(|s| s.version < *version && *version <= ctx.wall_ms())
             })
             .take(PULLS_PER_REPLY_MAX)
             .map(|(k, _)| *k)

@@ -40,7 +40,7 @@ pub(super) fn find_via<T>(
         last_hop: false,
         reply_to: ctx.me().addr,
     };
-    requests.send(ctx, via, msg, what)
+    requests.send_find(ctx, via, msg, what)
 }
 
 /// A PEER FOUND from `from` for one of our finds (`target`, after `hops`): is it believable? Every
@@ -60,8 +60,11 @@ pub(super) fn found(
     let in_order = nodes
         .windows(2)
         .all(|w| target.distance_to(&w[0].id) < target.distance_to(&w[1].id));
-    let believable =
-        in_order && ctx.ids.all_fit(nodes) && !ctx.ring.knows_node_in(&target, &owner.id);
+    // The node a find reaches answers it itself.
+    let believable = owner.addr == from
+        && in_order
+        && ctx.ids.all_fit(nodes)
+        && !ctx.ring.knows_node_in(&target, &owner.id);
     if !believable {
         log::debug!(
             "[{}] PEER FOUND from {from} for {} naming {} ({}) not believed",
@@ -74,9 +77,7 @@ pub(super) fn found(
     }
     ctx.stats.lookups += 1;
     ctx.stats.lookup_hops += hops as u64;
-    if owner.addr == from {
-        ctx.cache.learn(owner);
-    }
+    ctx.cache.learn(owner);
     true
 }
 

@@ -10,6 +10,7 @@ use crate::id::{Id, Key};
 use crate::msg::{COPY_FLAG, FailureReason, NodeInfo, Peer, PeerMsg};
 use crate::storage::{Storage, StoreError, Stored, Writer};
 use crate::time::Time;
+use crate::wire::api::VALUE_BYTES_MAX;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -157,7 +158,7 @@ impl Values {
             let reason = FailureReason::NotResponsible;
             return ctx.send(from, request, PeerMsg::StorageFailure { key, reason });
         }
-        if let Some(why) = self.refusal(ctx, from, &put, copy) {
+        if let Some(why) = self.refusal(ctx, from, &put) {
             ctx.stats.puts_refused += 1;
             log::debug!(
                 "[{}] STORAGE PUT of {} from {from} refused: {why:?}",
@@ -210,13 +211,11 @@ impl Values {
     }
 
     /// Why a STORAGE PUT from `from` may not be stored, if it may not.
-    fn refusal(
-        &mut self,
-        ctx: &mut Ctx,
-        from: SocketAddr,
-        put: &IncomingPut,
-        copy: bool,
-    ) -> Option<Refusal> {
+    fn refusal(&mut self, ctx: &mut Ctx, from: SocketAddr, put: &IncomingPut) -> Option<Refusal> {
+        let copy = put.replication & COPY_FLAG != 0;
+        if put.value.len() > VALUE_BYTES_MAX {
+            return Some(Refusal::TooLarge);
+        }
         if copy && !admission::copy_welcome(ctx, from, &put.key) {
             return Some(Refusal::NotAHolder);
         }
@@ -238,7 +237,7 @@ impl Values {
         value: &Bytes,
         (expires, replication, version): (Time, u8, u64),
     ) -> Result<bool, ()> {
-        if !admission::version_believable(ctx, version) {
+        if !admission::version_believable(ctx, version) || value.len() > VALUE_BYTES_MAX {
             return Err(());
         }
         self.storage
@@ -354,7 +353,7 @@ impl Values {
 
     /// The answer to an acknowledged copy.
     pub fn on_reply(&mut self, ctx: &mut Ctx, from: SocketAddr, request: u64, msg: PeerMsg) {
-        let Some(copy) = self.copies.take(ctx, request) else {
+        let Some(copy) = self.copies.take_answer(ctx, request, from) else {
             return;
         };
         match msg {

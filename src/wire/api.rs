@@ -195,7 +195,7 @@ impl ApiReply {
     pub fn encode(&self, out: &mut impl BufMut) {
         match self {
             ApiReply::Success { key, value } => {
-                debug_assert!(value.len() <= VALUE_BYTES_MAX);
+                debug_assert!(HEADER_BYTES + 32 + value.len() <= u16::MAX as usize);
                 out.put_u16((HEADER_BYTES + 32 + value.len()) as u16);
                 out.put_u16(DHT_SUCCESS);
                 out.put_slice(&key.0);

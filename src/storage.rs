@@ -233,18 +233,8 @@ impl Storage {
         if needed > free {
             return Err(StoreError::QuotaExceeded { needed, free });
         }
-        // An overwrite of the writer's own value frees that value's bytes.
-        let own_old = self
-            .entries
-            .get(&key.0)
-            .filter(|e| e.writer() == writer.id)
-            .map_or(0, Entry::charge);
-        let held = self.writer_bytes(writer.id).saturating_sub(own_old);
-        if writer.id != 0 && held + needed > writer.bytes_max {
-            return Err(StoreError::ShareExceeded {
-                writer: writer.id,
-                held,
-            });
+        if writer.id != 0 {
+            self.check_share(&key, needed, writer)?;
         }
         let entry = Entry::new(&key, value, (expires, replication, version), writer.id);
         self.charge(&entry);
@@ -252,6 +242,24 @@ impl Storage {
             self.release(&old);
         }
         Ok(true)
+    }
+
+    /// Would `needed` more bytes of `writer` (an overwrite of its own value frees that value's)
+    /// stay within its share?
+    fn check_share(&self, key: &Key, needed: usize, writer: Writer) -> Result<(), StoreError> {
+        let own_old = self
+            .entries
+            .get(&key.0)
+            .filter(|e| e.writer() == writer.id)
+            .map_or(0, Entry::charge);
+        let held = self.writer_bytes(writer.id).saturating_sub(own_old);
+        if held + needed > writer.bytes_max {
+            return Err(StoreError::ShareExceeded {
+                writer: writer.id,
+                held,
+            });
+        }
+        Ok(())
     }
 
     /// Bytes the values of `writer` take (0 for writer 0, which is not tracked).

@@ -1358,7 +1358,6 @@ fn far_future_version_does_not_pin() {
 /// replica holders only (not the responsible node). An honest overwrite right after must still win
 /// on every port, and stay (repair must not pull the forged version back into the owner).
 #[test]
-#[ignore = "partly fixed: the owner no longer pulls a version from the future (224 of 320 forged before), but replicas keep a copy at now + 50 s over the owner's older honest overwrite: 3 of 320 port-key GETs forged"]
 fn version_within_clock_skew_does_not_pin() {
     let ring = ring(6, 106);
     let (liar, keys) = placed_liar(&ring, 6, 20);

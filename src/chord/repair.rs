@@ -204,10 +204,12 @@ impl Repair {
         self.pull_newer(ctx, values.storage(), holder, pred.id, &keys);
         let has: BTreeMap<Key, u64> = keys.into_iter().collect();
         let range = (pred.id, ctx.ring.me.id);
+        // A holder's version ahead of our clock is a forgery: ours replaces it (see store_copy).
+        let now_ms = ctx.wall_ms();
         let missing = values.copy_out(ctx, range, self.budget, |k, s| {
             held_at(index, s)
                 && differing & (1 << bucket(k)) != 0
-                && has.get(k).is_none_or(|v| *v < s.version)
+                && has.get(k).is_none_or(|v| *v < s.version || *v > now_ms)
         });
         let (sent, bytes) = (
             missing.len(),

@@ -240,6 +240,18 @@ impl Values {
         if !admission::version_believable(ctx, version) || value.len() > VALUE_BYTES_MAX {
             return Err(());
         }
+        // A held version still ahead of our clock gives way to one that is not: honest versions
+        // are the writer's clock, so the one from the future is a forgery inside the allowed skew
+        // (or a clock far off) and must not outlive the honest writes after it.
+        let now_ms = ctx.wall_ms();
+        if version <= now_ms
+            && self
+                .storage
+                .get(&key, ctx.now)
+                .is_some_and(|s| s.version > now_ms)
+        {
+            self.storage.remove(&key);
+        }
         self.storage
             .put(key, value, expires, replication, version, ctx.now)
             .map_err(|e| refused(ctx, key, value, e))

@@ -31,14 +31,32 @@ impl Id {
         Id::hash(&bytes)
     }
 
-    /// The default id of a node advertising `addr`: slot 0 of its IP.
-    pub fn of_addr(addr: SocketAddr) -> Id {
-        Id::of_ip_slot(addr.ip(), 0)
+    /// The id slot `slot` gives a node advertising `addr`: [`Id::of_ip_slot`], except on the
+    /// loopback address every process of a host shares (127.0.0.1, ::1), where nodes are told
+    /// apart by port too (`SHA-256(IP ‖ port ‖ slot)`): several nodes on one machine's 127.0.0.1
+    /// each get a place of their own, and no stranger can reach that address.
+    pub fn of_addr_slot(addr: SocketAddr, slot: u8) -> Id {
+        if !shared_by_the_host(addr.ip()) {
+            return Id::of_ip_slot(addr.ip(), slot);
+        }
+        let mut bytes = Vec::with_capacity(19);
+        match addr.ip() {
+            IpAddr::V4(v4) => bytes.extend_from_slice(&v4.octets()),
+            IpAddr::V6(v6) => bytes.extend_from_slice(&v6.octets()[..8]),
+        }
+        bytes.extend_from_slice(&addr.port().to_be_bytes());
+        bytes.push(slot);
+        Id::hash(&bytes)
     }
 
-    /// Is `self` one of the `slots` ids the IP of `addr` may take? (Checks at most `slots` hashes.)
+    /// The default id of a node advertising `addr`: slot 0.
+    pub fn of_addr(addr: SocketAddr) -> Id {
+        Id::of_addr_slot(addr, 0)
+    }
+
+    /// Is `self` one of the `slots` ids a node at `addr` may take? (Checks at most `slots` hashes.)
     pub fn fits_addr(&self, addr: SocketAddr, slots: u8) -> bool {
-        (0..slots).any(|s| Id::of_ip_slot(addr.ip(), s) == *self)
+        (0..slots).any(|s| Id::of_addr_slot(addr, s) == *self)
     }
 
     /// Parses 64 hex digits.
@@ -109,6 +127,11 @@ impl Id {
         }
         Id(out)
     }
+}
+
+/// 127.0.0.1 and ::1: the loopback address every process on a host binds by default.
+pub fn shared_by_the_host(ip: IpAddr) -> bool {
+    ip == IpAddr::from([127, 0, 0, 1]) || ip == IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
 }
 
 impl fmt::Debug for Id {

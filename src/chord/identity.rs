@@ -3,10 +3,10 @@
 //! Every peer the node hears of is checked against that rule before it is used; the ids an IP may
 //! hold are computed once and remembered (bounded), so a check costs a map lookup.
 
-use crate::id::Id;
+use crate::id::{Id, shared_by_the_host};
 use crate::msg::Peer;
 use std::collections::{BTreeMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 /// IPs whose ids are remembered.
 const IPS_MAX: usize = 4096;
@@ -15,9 +15,11 @@ pub(super) struct Identities {
     slots: u8,
     /// Test-only: every claimed id is taken as it is (`test_trust_any_id`).
     trust_any: bool,
-    ids_by_ip: BTreeMap<IpAddr, Vec<Id>>,
-    /// Insertion order, for forgetting the oldest IP when full.
-    order: VecDeque<IpAddr>,
+    /// Keyed by the address with port 0, except on the host-shared loopback address, where the
+    /// port takes part in the id ([`Id::of_addr_slot`]).
+    ids_by_ip: BTreeMap<SocketAddr, Vec<Id>>,
+    /// Insertion order, for forgetting the oldest address when full.
+    order: VecDeque<SocketAddr>,
 }
 
 impl Identities {
@@ -32,7 +34,7 @@ impl Identities {
 
     /// Does `p`'s id follow from its address?
     pub fn fits(&mut self, p: &Peer) -> bool {
-        self.trust_any || self.ids_of(p.addr.ip()).contains(&p.id)
+        self.trust_any || self.ids_of(p.addr).contains(&p.id)
     }
 
     /// Every peer of `peers` fits.
@@ -51,21 +53,27 @@ impl Identities {
         if self.trust_any {
             return None;
         }
-        Some(self.ids_of(addr.ip()))
+        Some(self.ids_of(addr))
     }
 
-    fn ids_of(&mut self, ip: IpAddr) -> &[Id] {
-        if !self.ids_by_ip.contains_key(&ip) {
+    fn ids_of(&mut self, addr: SocketAddr) -> &[Id] {
+        let port = if shared_by_the_host(addr.ip()) {
+            addr.port()
+        } else {
+            0
+        };
+        let addr = SocketAddr::new(addr.ip(), port);
+        if !self.ids_by_ip.contains_key(&addr) {
             if self.order.len() >= IPS_MAX
                 && let Some(old) = self.order.pop_front()
             {
                 self.ids_by_ip.remove(&old);
             }
-            let ids = (0..self.slots).map(|s| Id::of_ip_slot(ip, s)).collect();
-            self.ids_by_ip.insert(ip, ids);
-            self.order.push_back(ip);
+            let ids = (0..self.slots).map(|s| Id::of_addr_slot(addr, s)).collect();
+            self.ids_by_ip.insert(addr, ids);
+            self.order.push_back(addr);
         }
-        &self.ids_by_ip[&ip]
+        &self.ids_by_ip[&addr]
     }
 }
 
@@ -101,5 +109,30 @@ mod tests {
             addr,
         };
         assert!(!ids.hello_fits(elsewhere, &p), "a HELLO from another IP");
+    }
+
+    #[test]
+    fn on_the_host_shared_loopback_address_the_port_tells_nodes_apart() {
+        let mut ids = Identities::new(8, false);
+        let a: SocketAddr = "127.0.0.1:7402".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:7412".parse().unwrap();
+        let (pa, pb) = (
+            Peer {
+                id: Id::of_addr(a),
+                addr: a,
+            },
+            Peer {
+                id: Id::of_addr(b),
+                addr: b,
+            },
+        );
+        assert_ne!(pa.id, pb.id);
+        assert!(ids.fits(&pa) && ids.fits(&pb));
+        let swapped = Peer { id: pa.id, addr: b };
+        assert!(!ids.fits(&swapped), "an id belongs to its port there");
+        // Elsewhere the port takes no part.
+        let c: SocketAddr = "127.0.0.2:7402".parse().unwrap();
+        let d: SocketAddr = "127.0.0.2:7412".parse().unwrap();
+        assert_eq!(Id::of_addr(c), Id::of_addr(d));
     }
 }

@@ -268,19 +268,20 @@ fn ring(mut p: lexopt::Parser) -> Res {
     }
     let nodes = client::walk_ring(start, 10_000, Duration::from_secs(2))?;
     println!(
-        "{:<10} {:<22} {:<10} {:>8} {:>8} {:>10}",
-        "id", "p2p", "pred", "primary", "replica", "bytes"
+        "{:<10} {:<22} {:<10} {:>8} {:>8} {:>10} {:>8}",
+        "id", "p2p", "pred", "primary", "replica", "bytes", "refused"
     );
     for n in &nodes {
         let pred = n.pred.map_or("-".to_string(), |p| p.id.short());
         println!(
-            "{:<10} {:<22} {:<10} {:>8} {:>8} {:>10}",
+            "{:<10} {:<22} {:<10} {:>8} {:>8} {:>10} {:>8}",
             n.node.id.short(),
             n.node.addr,
             pred,
             n.values_primary,
             n.values_replica,
-            n.bytes_stored
+            n.bytes_stored,
+            n.refusals
         );
     }
     println!("{} nodes", nodes.len());

@@ -164,6 +164,9 @@ pub struct NodeInfo {
     pub values_primary: u32,
     pub values_replica: u32,
     pub bytes_stored: u64,
+    /// What the node refused of strangers so far: STORAGE PUTs, client requests past their share,
+    /// and its driver's refusals (connections, rate limits, slow frames).
+    pub refusals: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

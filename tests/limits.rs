@@ -69,6 +69,11 @@ fn connections_past_the_per_ip_cap_are_refused_and_others_still_get_in() {
         held.iter().filter(|s| is_closed(s)).count() == 6
     });
     assert_eq!(node.refusals().get(Refusal::P2pConnectionsPerIp), 6);
+    // Operators see them in INFO (and `voidphone-dht ring`).
+    wait_until(Duration::from_secs(5), "INFO counts the refusals", || {
+        voidphone_dht::client::node_info(node.p2p, Duration::from_secs(1))
+            .is_ok_and(|i| i.refusals >= 6)
+    });
     // The four held idle stay open; the API port and honest peers are not affected.
     assert_eq!(held.iter().filter(|s| !is_closed(s)).count(), 4);
     api_round_trip(&node, 1);

@@ -496,6 +496,7 @@ impl World {
                 values_primary: s.u32(),
                 values_replica: s.u32(),
                 bytes_stored: s.u64(),
+                refusals: s.u64(),
             })),
         }
     }
@@ -574,6 +575,7 @@ impl World {
                 values_primary: 0,
                 values_replica: 0,
                 bytes_stored: 0,
+                refusals: 0,
             })),
             _ => PeerMsg::Pong,
         }

@@ -78,6 +78,8 @@ pub struct Stats {
     /// Client requests failed at once: the client's share (`client_requests_max`) or the whole
     /// table (`pending_requests_max`) was taken.
     pub client_requests_refused: u64,
+    /// What the driver refused (connections, rate limits, slow frames), as it last said.
+    pub driver_refusals: u64,
 }
 
 pub(super) struct Ctx {

@@ -72,6 +72,8 @@ pub enum Input {
     /// Leave the ring gracefully: tell the neighbours, hand our values on
     /// ([`Node::leave_done`] says when that is acknowledged).
     Leave,
+    /// How many connections and frames the driver has refused so far (reported in INFO).
+    DriverRefusals { total: u64 },
     /// The wall clock (milliseconds since the Unix epoch) at the driver's time 0: write versions
     /// come from it, so that a later write wins across nodes as long as clocks roughly agree.
     WallClock { epoch_ms: u64 },
@@ -177,6 +179,7 @@ impl Node {
                 }
             }
             Input::WallClock { epoch_ms } => ctx.epoch_ms = epoch_ms,
+            Input::DriverRefusals { total } => ctx.stats.driver_refusals = total,
         }
         self.route_events();
     }

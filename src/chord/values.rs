@@ -414,6 +414,9 @@ impl Values {
             values_primary: primary as u32,
             values_replica: (self.storage.len() - primary) as u32,
             bytes_stored: self.storage.bytes_used() as u64,
+            refusals: ctx.stats.puts_refused
+                + ctx.stats.client_requests_refused
+                + ctx.stats.driver_refusals,
         }
     }
 }

@@ -249,6 +249,11 @@ impl Reactor {
     /// After a batch of events: due timers, idle connections, and every output flushed.
     pub(crate) fn after_events(&mut self) {
         let now = self.net.now();
+        let refused = self.net.refusals().total();
+        if refused != self.node.stats().driver_refusals {
+            let total = refused;
+            self.node.handle_input(Input::DriverRefusals { total }, now);
+        }
         if self.next_timeout.is_some_and(|t| t <= now) {
             self.node.handle_input(Input::Timeout, now);
         }

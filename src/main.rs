@@ -267,13 +267,17 @@ fn ring(mut p: lexopt::Parser) -> Res {
         }
     }
     let nodes = client::walk_ring(start, 10_000, Duration::from_secs(2))?;
-    println!(
+    // Written, not printed: a reader that stops early (`| head`) ends the output, not a panic.
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "{:<10} {:<22} {:<10} {:>8} {:>8} {:>10} {:>8}",
         "id", "p2p", "pred", "primary", "replica", "bytes", "refused"
-    );
+    )?;
     for n in &nodes {
         let pred = n.pred.map_or("-".to_string(), |p| p.id.short());
-        println!(
+        writeln!(
+            out,
             "{:<10} {:<22} {:<10} {:>8} {:>8} {:>10} {:>8}",
             n.node.id.short(),
             n.node.addr,
@@ -282,9 +286,9 @@ fn ring(mut p: lexopt::Parser) -> Res {
             n.values_replica,
             n.bytes_stored,
             n.refusals
-        );
+        )?;
     }
-    println!("{} nodes", nodes.len());
+    writeln!(out, "{} nodes", nodes.len())?;
     Ok(ExitCode::SUCCESS)
 }
 

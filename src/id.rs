@@ -54,11 +54,6 @@ impl Id {
         Id::of_addr_slot(addr, 0)
     }
 
-    /// Is `self` one of the `slots` ids a node at `addr` may take? (Checks at most `slots` hashes.)
-    pub fn fits_addr(&self, addr: SocketAddr, slots: u8) -> bool {
-        (0..slots).any(|s| Id::of_addr_slot(addr, s) == *self)
-    }
-
     /// Parses 64 hex digits.
     pub fn from_hex(s: &str) -> Option<Id> {
         if s.len() != 64 || !s.is_ascii() {

@@ -488,11 +488,11 @@ fn churn_0_4_per_s_with_paper_periods_keeps_traffic_bounded() {
 // ----- bug 2: a joiner whose bootstrap peer died -----
 
 /// Join attempts a joiner with no live contact may make in 10 simulated minutes. It retries at the
-/// normal pace for 8 passes over its candidates (a contact may itself still be joining: backing off
-/// from the first failure made 1024-node formation 17 times slower), then doubles the pause up to a
-/// minute: 13–14 attempts in the first minute, then one a minute (23 in all). Before the fix it made
-/// one every ~1 s forever (about 600).
-const JOIN_ATTEMPTS_MAX_10_MIN: u64 = 30;
+/// normal pace for 30 request timeouts (a contact may itself still be joining: backing off sooner
+/// left 1024-node formations waiting up to 150 s for stragglers), then doubles the pause up to a
+/// minute: 31–33 attempts in the first minute, then one a minute (40–42 in all). Before the fix it
+/// made one every ~1 s forever (about 600).
+const JOIN_ATTEMPTS_MAX_10_MIN: u64 = 50;
 /// Join attempts per minute after the first.
 const JOIN_ATTEMPTS_MAX_PER_LATER_MINUTE: u64 = 2;
 /// Warnings a stuck joiner may log in 10 minutes: it says so once (not once per attempt).

@@ -30,9 +30,10 @@ const LAST_RESORT_CHANCES: u32 = 3;
 const CONTACTS_MAX: usize = 16;
 /// How much more often stabilize runs while our successor or predecessor keeps changing.
 const UNSETTLED_SPEEDUP: u64 = 8;
-/// Failed passes over the join candidates retried at the normal pace (a contact may itself still
-/// be joining); after them the pause doubles per pass, up to [`JOIN_BACKOFF_MAX_MS`].
-const JOIN_PATIENT_PASSES: u64 = 8;
+/// How long (in request timeouts) a joiner retries at the normal pace (a contact may itself still
+/// be joining: a ring of 1024 forming at once has joiners waiting that long); after it the pause
+/// doubles per failed pass over the candidates, up to [`JOIN_BACKOFF_MAX_MS`].
+const JOIN_PATIENCE_TIMEOUTS: u64 = 30;
 /// The longest pause between join attempts: a dead contact is asked once a minute.
 const JOIN_BACKOFF_MAX_MS: u64 = 60_000;
 
@@ -72,6 +73,10 @@ pub(super) struct Maintenance {
     join_next: usize,
     /// Join attempts that failed since the last success (for the backoff).
     join_failures: u32,
+    /// Join attempts that failed after the patience ran out (they set the backoff).
+    join_impatient_failures: u32,
+    /// When the node started (re)joining.
+    join_started: Time,
     join_stuck_logged: bool,
     last_resort_failures: u32,
     /// Successor and predecessor at the last stabilize round: while they keep changing (a ring
@@ -105,6 +110,8 @@ impl Maintenance {
             contacts: bootstrap,
             join_next: 0,
             join_failures: 0,
+            join_impatient_failures: 0,
+            join_started: ctx.now,
             join_stuck_logged: false,
             last_resort_failures: 0,
             pointers_at_stabilize: (None, None),
@@ -224,12 +231,18 @@ impl Maintenance {
         self.schedule_join(ctx, candidates);
     }
 
-    /// The next attempt, through the next candidate, after a pause that grows once many passes
-    /// over the candidates have failed.
+    /// The next attempt, through the next candidate: at the normal pace while the patience lasts,
+    /// then after a pause that doubles per failed pass over the candidates.
     fn schedule_join(&mut self, ctx: &mut Ctx, candidates: usize) {
-        let passes = (self.join_failures as usize / candidates.max(1)) as u64;
-        let doublings = passes.saturating_sub(JOIN_PATIENT_PASSES).min(16);
-        let wait = (ctx.cfg.request_timeout_ms << doublings).min(JOIN_BACKOFF_MAX_MS);
+        let base = ctx.cfg.request_timeout_ms;
+        let patient = ctx.now.ms_since(self.join_started) < JOIN_PATIENCE_TIMEOUTS * base;
+        let wait = if patient {
+            base
+        } else {
+            self.join_impatient_failures += 1;
+            let passes = self.join_impatient_failures as usize / candidates.max(1);
+            (base << passes.min(16)).min(JOIN_BACKOFF_MAX_MS)
+        };
         ctx.schedule(Periodic::Join, wait);
     }
 
@@ -243,6 +256,7 @@ impl Maintenance {
         }
         ctx.joined = true;
         self.join_failures = 0;
+        self.join_impatient_failures = 0;
         self.join_stuck_logged = false;
         log::info!(
             "[{}] joined the ring; successor {}",
@@ -672,6 +686,7 @@ impl Maintenance {
             if self.contacts.len() > CONTACTS_MAX {
                 self.contacts.remove(0);
             }
+            self.join_started = ctx.now;
             ctx.schedule(Periodic::Join, ctx.cfg.request_timeout_ms);
         }
         self.last_resort_failures = 0;

@@ -4,7 +4,7 @@
 //! identity rule; `values` asks, and refuses what fails.
 
 use super::context::Ctx;
-use crate::id::{Key, in_half_open, in_open};
+use crate::id::{Key, in_half_open, in_open, shared_by_the_host};
 use crate::time::Time;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -72,6 +72,9 @@ const BUCKETS_MAX: usize = 4096;
 impl StoreBuckets {
     /// Takes `bytes` from the bucket of `from`'s IP; false when it has not got them.
     pub fn take(&mut self, ctx: &Ctx, from: SocketAddr, bytes: usize) -> bool {
+        if shared_by_the_host(from.ip()) {
+            return true; // this host's own processes (see `Id::of_addr_slot`)
+        }
         let rate = ctx.cfg.peer_store_bytes_per_s as u64;
         let burst = 2 * rate;
         let ip = bucket_ip(from.ip());

@@ -6,7 +6,7 @@
 use super::admission::{self, Refusal, StoreBuckets};
 use super::arena::ValueArena;
 use super::context::{Ctx, Part, Requests};
-use crate::id::{Id, Key};
+use crate::id::{Id, Key, shared_by_the_host};
 use crate::msg::{COPY_FLAG, FailureReason, NodeInfo, Peer, PeerMsg};
 use crate::storage::{Storage, StoreError, Stored, Writer};
 use crate::time::Time;
@@ -196,6 +196,9 @@ impl Values {
 
     /// The writes a peer forwards count against its IP's share of the store (`storage_share_per_peer`).
     fn writer_of(&mut self, ctx: &Ctx, from: SocketAddr) -> Writer {
+        if shared_by_the_host(from.ip()) {
+            return Writer::ANY; // this host's own processes
+        }
         let next = self.writer_ids.len() as u16 + 1;
         let id = match self.writer_ids.get(&from.ip()) {
             Some(id) => *id,

@@ -9,6 +9,7 @@ use super::refusals::{Counters, Refusal, Refusals};
 use super::{FIRST_CONN, READ_CHUNK};
 use crate::chord::{ClientId, Input, Node, Outputs, Transmit};
 use crate::config::{Config, ReactorConfig};
+use crate::id::shared_by_the_host;
 use crate::msg::Peer;
 use crate::time::Time;
 use crate::wheel::TimerWheel;
@@ -217,7 +218,10 @@ impl Net {
                 "connections_max",
                 cfg.connections_max,
             )),
-            Role::Peer if self.ips.inbound(IpKey::of(ip)) >= cfg.p2p_connections_per_ip_max => {
+            Role::Peer
+                if !shared_by_the_host(ip)
+                    && self.ips.inbound(IpKey::of(ip)) >= cfg.p2p_connections_per_ip_max =>
+            {
                 Err((
                     Refusal::P2pConnectionsPerIp,
                     "p2p_connections_per_ip_max",
@@ -486,7 +490,11 @@ impl Net {
             Role::Api => self.api_conns += 1,
             Role::Peer => {
                 self.p2p_conns += 1;
-                c.ip_slot = Some(self.ips.attach(IpKey::of(remote.ip()), direction, now));
+                // 127.0.0.1 and ::1 are every local process's address (several nodes of one host
+                // share them, told apart by port): no per-IP limit applies to this host.
+                if !shared_by_the_host(remote.ip()) {
+                    c.ip_slot = Some(self.ips.attach(IpKey::of(remote.ip()), direction, now));
+                }
                 self.peers.entry(remote).or_insert(key);
             }
         }

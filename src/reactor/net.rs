@@ -405,11 +405,7 @@ impl Net {
         let mut due = Vec::new();
         self.frame_deadlines.expire(now, &mut due);
         for (key, generation) in due {
-            let Some(c) = self
-                .conns
-                .get_mut(key)
-                .filter(|c| c.generation == generation)
-            else {
+            let Some(c) = timed_conn(&mut self.conns, key, generation) else {
                 continue;
             };
             c.frame_timer = None;
@@ -451,11 +447,7 @@ impl Net {
         let mut due = Vec::new();
         self.throttles.expire(now, &mut due);
         for (key, generation) in due {
-            let Some(c) = self
-                .conns
-                .get_mut(key)
-                .filter(|c| c.generation == generation)
-            else {
+            let Some(c) = timed_conn(&mut self.conns, key, generation) else {
                 continue;
             };
             c.throttled = false;
@@ -866,4 +858,10 @@ fn connect_from(ip: IpAddr, peer: SocketAddr) -> io::Result<TcpStream> {
         Err(e) => return Err(e),
     }
     Ok(TcpStream::from_std(socket.into()))
+}
+
+/// The connection a timer entry names, unless its slab slot has been reused since (a free function,
+/// so the caller may use the other fields of `Net` while it holds the connection).
+fn timed_conn(conns: &mut Slab<Conn>, key: usize, generation: u32) -> Option<&mut Conn> {
+    conns.get_mut(key).filter(|c| c.generation == generation)
 }

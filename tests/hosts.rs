@@ -7,10 +7,11 @@
 mod netns;
 
 use netns::{Family, Lab, poll_until};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use voidphone_dht::id::{Id, Key};
+use voidphone_dht::wire::api::{ApiReply, ApiRequest};
 
 /// One value the test wrote and expects back.
 #[derive(Clone)]
@@ -113,25 +114,12 @@ fn put_spread(lab: &Lab, which: &[usize], vals: &[Val]) {
     }
 }
 
-/// GETs every value from every host of `which` (a thread per host).
+/// GETs every value from every host of `which` (a thread per host, the GETs pipelined).
 fn read_all(lab: &Lab, which: &[usize], vals: &[Val]) -> Reads {
     let per_host: Vec<Reads> = std::thread::scope(|s| {
         let threads: Vec<_> = which
             .iter()
-            .map(|&i| {
-                s.spawn(move || {
-                    let mut c = lab.client(i);
-                    let mut r = Reads::default();
-                    for v in vals {
-                        match c.get(v.key).expect("GET") {
-                            Some(got) if got[..] == v.value[..] => r.right += 1,
-                            Some(_) => r.wrong += 1,
-                            None => r.missing += 1,
-                        }
-                    }
-                    r
-                })
-            })
+            .map(|&i| s.spawn(move || read_from(lab, i, vals)))
             .collect();
         threads.into_iter().map(|t| t.join().unwrap()).collect()
     });
@@ -140,6 +128,29 @@ fn read_all(lab: &Lab, which: &[usize], vals: &[Val]) -> Reads {
         wrong: a.wrong + r.wrong,
         missing: a.missing + r.missing,
     })
+}
+
+/// GETs every value through host `i`, 256 in flight at a time (a GET that misses takes up to
+/// `lookup_timeout_ms`; one after the other they would take minutes).
+fn read_from(lab: &Lab, i: usize, vals: &[Val]) -> Reads {
+    let mut c = lab.client(i);
+    let mut r = Reads::default();
+    for chunk in vals.chunks(256) {
+        let want: HashMap<Key, &[u8]> = chunk.iter().map(|v| (v.key, &v.value[..])).collect();
+        for v in chunk {
+            c.send(&ApiRequest::Get { key: v.key }).expect("GET");
+        }
+        for _ in chunk {
+            match c.recv().unwrap_or_else(|e| panic!("host {i}: reply: {e}")) {
+                ApiReply::Success { key, value } if want.get(&key) == Some(&&value[..]) => {
+                    r.right += 1
+                }
+                ApiReply::Success { .. } => r.wrong += 1,
+                ApiReply::Failure { .. } => r.missing += 1,
+            }
+        }
+    }
+    r
 }
 
 /// Reads until every value is right from every host or `within` has passed: the first pass, the
@@ -204,5 +215,138 @@ fn ipv4_sixteen_hosts() {
     );
     assert!(took.is_some(), "reads never all right: last pass {last:?}");
     assert_ring_cli(&lab, &hosts, &hosts);
+    lab.finish();
+}
+
+/// Scenario 2: the same as scenario 1 with IPv6 only (the namespaces have no IPv4 address but
+/// `lo`'s; the API is on ::1).
+#[test]
+fn ipv6_sixteen_hosts() {
+    let Some(mut lab) = Lab::new(2, 1) else {
+        return;
+    };
+    let hosts: Vec<usize> = (0..16).map(|_| lab.add_host(Family::V6)).collect();
+    let join = form_ring(&mut lab, &hosts, "", Duration::from_secs(30));
+    let vals = values(2, "v", 300, 100);
+    put_spread(&lab, &hosts, &vals);
+    let (first, last, took) = read_until_right(&lab, &hosts, &vals, Duration::from_secs(20));
+    eprintln!(
+        "[hosts s2] IPv6 only, 16 hosts: ring consistent {} after the first start; first read \
+         pass {first:?}; all 4800 reads right after {took:?}",
+        secs(join)
+    );
+    assert!(took.is_some(), "reads never all right: last pass {last:?}");
+    for h in &lab.hosts {
+        assert!(h.v4.is_none() && h.speaks().is_ipv6());
+    }
+    assert_ring_cli(&lab, &hosts, &hosts);
+    lab.finish();
+}
+
+/// Scenario 2, mixed families. A node advertises, listens on and dials from one address, and peers
+/// believe a HELLO only from the address it advertises; so a ring is of one family, and a
+/// dual-stack host is a member of the ring of the family it speaks, bridging nothing. Checked:
+/// an IPv4 ring of dual-stack and IPv4-only hosts and an IPv6 ring of IPv6-only and dual-stack
+/// hosts form side by side on one bridge; an IPv6-only node bootstrapping through a dual-stack
+/// node's IPv6 address finds nothing listening and stays alone; a dual-stack node speaking IPv4
+/// that bootstraps through an IPv6 node is not believed (its HELLO comes from its IPv6 address)
+/// and stays alone; values of one ring are not found from the other. And the /64 rule: a second
+/// host in an IPv6 node's /64 on the same `id_slot` gets the same id, and the ring keeps the first
+/// (the second believes it joined: it has a successor, but no node points to it and it has no
+/// predecessor; nothing warns its operator); on another `id_slot` it joins.
+#[test]
+fn mixed_families() {
+    let Some(mut lab) = Lab::new(6, 1) else {
+        return;
+    };
+    let dual4 = Family::Dual { speaks_v6: false };
+    let dual6 = Family::Dual { speaks_v6: true };
+    let families = [
+        dual4,
+        dual4,
+        Family::V4,
+        Family::V4,
+        Family::V6,
+        Family::V6,
+        dual6,
+    ];
+    for f in families {
+        lab.add_host(f);
+    }
+    let (ring4, ring6) = ([0, 1, 2, 3], [4, 5, 6]);
+    let j4 = form_ring(&mut lab, &ring4, "", Duration::from_secs(30));
+    let j6 = form_ring(&mut lab, &ring6, "", Duration::from_secs(30));
+
+    // Across families: an IPv6-only node through a dual-stack (IPv4-speaking) node's IPv6
+    // address, and a dual-stack IPv4-speaking node through an IPv6 node.
+    let v6_only = lab.add_host(Family::V6);
+    let cross4 = lab.add_host(dual4);
+    let dual_v6_addr = SocketAddr::new(lab.hosts[0].v6.unwrap().into(), netns::P2P_PORT);
+    lab.start(v6_only, &[dual_v6_addr], "");
+    lab.start(cross4, &[lab.p2p(4)], "");
+    // The same /64 as host 4: on slot 0 (host 4's id), and on slot 1.
+    let same_slot = lab.add_host_sharing_64(4);
+    let other_slot = lab.add_host_sharing_64(4);
+    lab.start(same_slot, &[lab.p2p(5)], "");
+    lab.start(other_slot, &[lab.p2p(5)], "id_slot = 1\n");
+    assert_eq!(
+        lab.node(same_slot).id,
+        lab.node(4).id,
+        "one /64, one slot, one id"
+    );
+    let stuck = [v6_only, cross4];
+    let seen = poll_until(Duration::from_secs(20), || {
+        stuck.iter().all(|&i| lab.log_has(i, "cannot join"))
+    });
+    assert!(
+        seen.is_some(),
+        "nodes across families should report that they cannot join"
+    );
+    assert!(
+        lab.log_has(4, "not believed")
+            || lab.log_has(5, "not believed")
+            || lab.log_has(6, "not believed"),
+        "the IPv6 ring should refuse the IPv4-speaking node's HELLO from its IPv6 address"
+    );
+    let ring6_now = [4, 5, 6, other_slot];
+    poll_until(Duration::from_secs(20), || {
+        ring_consistent(&lab, &ring6_now)
+    })
+    .expect("the second host of a /64 on its own slot joins");
+    for &i in &stuck {
+        let walk = lab.walk(i);
+        assert_eq!(walk.len(), 1, "host {i} should be alone, walk: {walk:?}");
+    }
+    assert_ring_cli(&lab, &ring4, &ring4);
+    // The ring of the /64 keeps host 4 in the place both hosts claim.
+    assert_ring_cli(&lab, &ring6_now, &ring6_now);
+    let dup = lab.info(same_slot).expect("INFO");
+    eprintln!(
+        "[hosts s2 mixed] the second host on one /64 and slot: pred {:?}, succs {:?}",
+        dup.pred.map(|p| p.addr),
+        dup.succs.iter().map(|p| p.addr).collect::<Vec<_>>()
+    );
+
+    // Values stay in their ring.
+    let vals4 = values(6, "v4", 60, 100);
+    let vals6 = values(6, "v6", 60, 100);
+    put_spread(&lab, &ring4, &vals4);
+    put_spread(&lab, &ring6, &vals6);
+    let (_, in4, t4) = read_until_right(&lab, &ring4, &vals4, Duration::from_secs(10));
+    let (_, in6, t6) = read_until_right(&lab, &ring6_now, &vals6, Duration::from_secs(10));
+    assert!(t4.is_some() && t6.is_some(), "{in4:?} {in6:?}");
+    let across = read_all(&lab, &ring6_now, &vals4[..10]);
+    assert_eq!(
+        (across.right, across.wrong),
+        (0, 0),
+        "IPv4 ring's values from the IPv6 ring"
+    );
+    eprintln!(
+        "[hosts s2 mixed] IPv4 ring of 4 (2 dual-stack) consistent {}, IPv6 ring of 3 (1 \
+         dual-stack) {}; both cross-family bootstraps: alone ('cannot \
+         join') after {seen:?}; same /64 on id_slot 1 joined; values found only in their ring",
+        secs(j4),
+        secs(j6)
+    );
     lab.finish();
 }

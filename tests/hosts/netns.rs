@@ -238,8 +238,30 @@ impl Lab {
         self.bridges.push(name);
     }
 
-    /// Host `i` (its index is its number in names and addresses), on bridge 0.
+    /// Host `i` (its index is its number in names and addresses), on bridge 0: 10.77.<scenario>.
+    /// <i+1>/24 and fd77:<scenario>:0:<i+1>::1/48 (each host a /64 of its own).
     pub fn add_host(&mut self, family: Family) -> usize {
+        let v6 = Ipv6Addr::new(
+            0xfd77,
+            self.scenario as u16,
+            0,
+            self.hosts.len() as u16 + 1,
+            0,
+            0,
+            0,
+            1,
+        );
+        self.add_host_at(family, v6)
+    }
+
+    /// An IPv6-only host in host `other`'s /64 (a second machine on the same LAN prefix).
+    pub fn add_host_sharing_64(&mut self, other: usize) -> usize {
+        let base = u128::from(self.hosts[other].v6.expect("an IPv6 host"));
+        let v6 = Ipv6Addr::from(base + 1 + self.hosts.len() as u128);
+        self.add_host_at(Family::V6, v6)
+    }
+
+    fn add_host_at(&mut self, family: Family, v6_addr: Ipv6Addr) -> usize {
         let i = self.hosts.len();
         let s = self.scenario;
         let ns = format!("{}h{i}", self.prefix());
@@ -262,9 +284,9 @@ impl Lab {
         let has_v4 = !matches!(family, Family::V6);
         let has_v6 = !matches!(family, Family::V4);
         let v4 = has_v4.then(|| Ipv4Addr::new(10, 77, s, i as u8 + 1));
-        // Each host its own /64 (a node's id counts an IPv6 address by its /64), all of them on
+        // A node's id counts an IPv6 address by its /64: hosts get a /64 each, all of them on
         // the link through the /48.
-        let v6 = has_v6.then(|| Ipv6Addr::new(0xfd77, s as u16, 0, i as u16 + 1, 0, 0, 0, 1));
+        let v6 = has_v6.then_some(v6_addr);
         let mut host = Host {
             ns,
             veth,
@@ -445,6 +467,21 @@ impl Lab {
         let mut inner = vec!["-n", &h.ns, "qdisc", "add", "dev", "eth0"];
         inner.extend(tbf);
         must(run("tc", &inner));
+    }
+
+    /// Removes host `i`'s bandwidth limits.
+    pub fn unlimit(&self, i: usize) {
+        let h = &self.hosts[i];
+        must(run("tc", &["qdisc", "del", "dev", &h.veth, "root"]));
+        must(run(
+            "tc",
+            &["-n", &h.ns, "qdisc", "del", "dev", "eth0", "root"],
+        ));
+    }
+
+    /// Does host `i`'s node log contain `text`?
+    pub fn log_has(&self, i: usize, text: &str) -> bool {
+        std::fs::read_to_string(&self.node(i).log).is_ok_and(|l| l.contains(text))
     }
 
     /// Gives host `i` a new IPv4 address in place of its old one (the node must be stopped).

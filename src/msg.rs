@@ -20,6 +20,8 @@ pub const STORAGE_PUT_SUCCESS: u16 = 1004;
 pub const STORAGE_FAILURE: u16 = 1005;
 pub const SYNC: u16 = 1006;
 pub const SYNC_REPLY: u16 = 1007;
+pub const PREDECESSORS_GET: u16 = 1008;
+pub const PREDECESSORS: u16 = 1009;
 pub const PEER_FIND: u16 = 1051;
 pub const PEER_FOUND: u16 = 1052;
 pub const PREDECESSOR_GET: u16 = 1053;
@@ -109,6 +111,13 @@ pub enum PeerMsg {
         pred: Option<Peer>,
         succs: Vec<Peer>,
     },
+    /// Our predecessor's own predecessors, asked each check_predecessor round (it also shows the
+    /// predecessor lives): a node learns which nodes may send it copies (their ranges it replicates).
+    PredecessorsGet,
+    /// The answerer's predecessor list, its predecessor first, then going back round the ring.
+    Predecessors {
+        preds: Vec<Peer>,
+    },
     /// "I may be your predecessor" (Chord's notify; the receiver rectifies).
     PredecessorSet {
         node: Peer,
@@ -187,6 +196,8 @@ impl PeerMsg {
             PeerMsg::PeerFound { .. } => PEER_FOUND,
             PeerMsg::PredecessorGet => PREDECESSOR_GET,
             PeerMsg::PredecessorReply { .. } => PREDECESSOR_REPLY,
+            PeerMsg::PredecessorsGet => PREDECESSORS_GET,
+            PeerMsg::Predecessors { .. } => PREDECESSORS,
             PeerMsg::PredecessorSet { .. } => PREDECESSOR_SET,
             PeerMsg::SuccessorHint { .. } => SUCCESSOR_HINT,
             PeerMsg::Hello { .. } => HELLO,

@@ -1,5 +1,5 @@
 //! Which STORAGE PUTs from peers a node takes (issue 10): a copy only for a key it replicates and
-//! only from a peer placed to send it, no version from the future, and no more stored bytes per
+//! only from a predecessor placed to send it, no version from the future, and no more stored bytes per
 //! second from one peer IP than its token bucket holds. Pure decisions over the ring view and the
 //! identity rule; `values` asks, and refuses what fails.
 
@@ -25,22 +25,38 @@ pub(super) enum Refusal {
 /// Slack on the estimated stretch of ring a node replicates (node spacing varies widely).
 const SPAN_SLACK: u128 = 4;
 
-/// Is the sender of a copy of `key` placed to send it? Either it lies on the arc from the key to
-/// us (the key's responsible node, an earlier replica holder, a leaving predecessor) and the key is
-/// within the stretch of ring we replicate, or it is our successor handing us keys of our own range.
+/// Is the sender of a copy of `key` placed to send it? Either it is one of our predecessors as our
+/// predecessor chain names them (learned from the predecessor itself, not from the sender), at or
+/// past the key (its responsible node, an earlier holder, a leaving predecessor), and the key lies
+/// within the ranges of our `replication_max` closest predecessors; or it is our successor handing
+/// us keys of our own range. A stranger whose slots happen to lie before us is neither.
 pub(super) fn copy_welcome(ctx: &mut Ctx, from: SocketAddr, key: &Key) -> bool {
     let me = ctx.ring.me.id;
     if ctx.ring.succs().is_empty() {
         return true; // alone: every key is ours
     }
     let ours = ctx.ring.pred.is_none_or(|p| in_half_open(key, &p.id, &me));
-    let from_successor = ctx.ring.successor().addr == from;
-    let near = key.distance_to(&me) <= replicated_span(ctx);
-    let Some(sender_ids) = ctx.ids.ids_of_sender(from) else {
+    if ours && ctx.ring.successor().addr == from {
+        return true;
+    }
+    if ctx.ids.ids_of_sender(from).is_none() {
         return true; // ids are not checked (test-only setting)
+    }
+    let max = ctx.cfg.replication_max as usize;
+    let chain = ctx.ring.pred_chain(max);
+    let Some(sender) = chain.nodes.iter().find(|p| p.addr == from) else {
+        return false;
     };
-    let on_arc = sender_ids.iter().any(|s| s == key || in_open(s, key, &me));
-    (on_arc && near) || (ours && from_successor)
+    let on_arc = sender.id == *key || in_open(&sender.id, key, &me);
+    let near = if chain.whole_ring {
+        true
+    } else if let Some(farthest) = chain.nodes.get(max - 1) {
+        in_half_open(key, &farthest.id, &me)
+    } else {
+        // The chain is still being learned: the stretch estimated from our successors' spacing.
+        key.distance_to(&me) <= replicated_span(ctx)
+    };
+    on_arc && near
 }
 
 /// The stretch of ring behind us whose keys we may hold copies of: `replication_max` nodes'

@@ -50,7 +50,7 @@ enum Rpc {
     Candidate { candidate: Peer, origin: Origin },
     /// PREDECESSOR GET to the notifier a lone node may take as successor.
     Adopt { candidate: Peer },
-    /// PING to the predecessor (periodic).
+    /// PREDECESSORS GET to the predecessor (periodic): does it live, and who precedes it?
     CheckPredecessor,
     /// PING to the predecessor before a notifier that loses to it is told so (Zave's rectify).
     Rectify,
@@ -492,11 +492,17 @@ impl Maintenance {
 
     // ----- predecessor check, fingers -----
 
-    /// Ping the predecessor; if it does not answer in time it is forgotten.
+    /// Ask the predecessor for its predecessors; if it does not answer in time it is forgotten.
     fn check_predecessor(&mut self, ctx: &mut Ctx) {
         if let Some(p) = ctx.ring.pred {
-            self.ask(ctx, p.addr, PeerMsg::Ping, Rpc::CheckPredecessor);
+            self.ask(ctx, p.addr, PeerMsg::PredecessorsGet, Rpc::CheckPredecessor);
         }
+    }
+
+    /// PREDECESSORS GET: our predecessor chain, as far as copies of values travel.
+    pub fn on_predecessors_get(&mut self, ctx: &mut Ctx, from: SocketAddr, request: u64) {
+        let preds = ctx.ring.pred_chain(ctx.cfg.replication_max as usize).nodes;
+        ctx.send(from, request, PeerMsg::Predecessors { preds });
     }
 
     /// Refresh the next finger that is not simply our successor: one lookup per round.
@@ -566,9 +572,14 @@ impl Maintenance {
                 let reply = believable(ctx, pred, succs);
                 self.candidate_answered(ctx, candidate, reply)
             }
-            (Rpc::CheckPredecessor, PeerMsg::Pong) => {
+            (Rpc::CheckPredecessor, PeerMsg::Predecessors { preds }) => {
                 if ctx.ring.pred.is_some_and(|p| p.addr == from) {
                     self.pred_heard = ctx.now;
+                    // Identities are checked; order is checked by `pred_chain` on every use.
+                    if ctx.ids.all_fit(&preds) {
+                        ctx.ring
+                            .set_far_preds(preds, ctx.cfg.replication_max as usize);
+                    }
                 }
             }
             (Rpc::Rectify, PeerMsg::Pong) => self.rectify_answered(ctx, from),
@@ -696,10 +707,11 @@ impl Maintenance {
 
     // ----- leaving -----
 
-    /// We leave: tell our successor and predecessor (Chord ToN). Returns the successor that takes
-    /// our values over, if any.
-    pub fn announce_leave(&mut self, ctx: &mut Ctx) -> Option<Peer> {
-        let succ = ctx.ring.succs().first().copied()?;
+    /// We leave: tell our successor and predecessor (Chord ToN).
+    pub fn announce_leave(&mut self, ctx: &mut Ctx) {
+        let Some(succ) = ctx.ring.succs().first().copied() else {
+            return;
+        };
         let leave = PeerMsg::Leave(Box::new(Departure {
             node: ctx.ring.me,
             pred: ctx.ring.pred,
@@ -709,7 +721,6 @@ impl Maintenance {
         if let Some(p) = ctx.ring.pred.filter(|p| p.addr != succ.addr) {
             ctx.send(p.addr, 0, leave);
         }
-        Some(succ)
     }
 
     /// A neighbour leaves: our successor's place goes to its successors, our predecessor's to its

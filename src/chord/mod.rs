@@ -174,9 +174,12 @@ impl Node {
             Input::Timeout => self.on_timeout(),
             Input::Leave => {
                 ctx.leaving = true;
-                if let Some(succ) = self.maintenance.announce_leave(ctx) {
+                // Values first: our successor takes copies only from its predecessor, which we
+                // stop being once it reads our LEAVE (one connection keeps them in order).
+                if let Some(succ) = ctx.ring.succs().first().copied() {
                     self.values.hand_over(ctx, succ);
                 }
+                self.maintenance.announce_leave(ctx);
             }
             Input::WallClock { epoch_ms } => ctx.epoch_ms = epoch_ms,
             Input::DriverRefusals { total } => ctx.stats.driver_refusals = total,
@@ -221,6 +224,7 @@ impl Node {
                 routing::on_peer_find(ctx, find)
             }
             PeerMsg::PredecessorGet => self.maintenance.on_predecessor_get(ctx, from, request),
+            PeerMsg::PredecessorsGet => self.maintenance.on_predecessors_get(ctx, from, request),
             PeerMsg::PredecessorSet { node } => self.maintenance.on_notify(ctx, from, node),
             PeerMsg::SuccessorHint { node } => self.maintenance.on_successor_hint(ctx, node),
             PeerMsg::Leave(departure) => self.maintenance.on_leave(ctx, from, *departure),

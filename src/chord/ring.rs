@@ -15,6 +15,15 @@ pub struct Ring {
     succs_max: usize,
     /// finger[i] = the first live node known to follow `me + 2^i` (an acceleration only).
     fingers: Vec<Option<Peer>>,
+    /// Our predecessor's predecessor list as it last told us (see [`Ring::pred_chain`]).
+    far_preds: Vec<Peer>,
+}
+
+/// Our predecessors as far as we know them, the closest first (see [`Ring::pred_chain`]).
+pub struct PredChain {
+    pub nodes: Vec<Peer>,
+    /// The chain came round to us: it holds every other node of the ring.
+    pub whole_ring: bool,
 }
 
 impl Ring {
@@ -25,7 +34,37 @@ impl Ring {
             succs: Vec::new(),
             succs_max,
             fingers: vec![None; FINGERS],
+            far_preds: Vec::new(),
         }
+    }
+
+    /// Keeps what our predecessor says of its own predecessors (at most `max`).
+    pub fn set_far_preds(&mut self, mut list: Vec<Peer>, max: usize) {
+        list.truncate(max);
+        self.far_preds = list;
+    }
+
+    /// Our predecessor, then the predecessors it told us of, up to `max` nodes, each strictly
+    /// further back round the ring than the one before: an entry out of order (a stale list) ends
+    /// the chain, and coming back to us means the chain holds the whole ring.
+    pub fn pred_chain(&self, max: usize) -> PredChain {
+        let me = self.me.id;
+        let mut nodes: Vec<Peer> = Vec::with_capacity(max);
+        let mut whole_ring = false;
+        for p in self.pred.iter().chain(&self.far_preds) {
+            if p.id == me {
+                whole_ring = true;
+                break;
+            }
+            let further = nodes
+                .last()
+                .is_none_or(|last| last.id.distance_to(&me) < p.id.distance_to(&me));
+            if nodes.len() == max || !further {
+                break;
+            }
+            nodes.push(*p);
+        }
+        PredChain { nodes, whole_ring }
     }
 
     pub fn succs(&self) -> &[Peer] {
@@ -74,6 +113,7 @@ impl Ring {
             self.pred = None;
             known = true;
         }
+        self.far_preds.retain(|p| p.addr != addr);
         for f in self.fingers.iter_mut().skip(1) {
             if f.is_some_and(|p| p.addr == addr) {
                 *f = None;
@@ -240,6 +280,27 @@ mod tests {
         assert_eq!(r.succs(), &[peer(150)]);
         assert_eq!(r.fingers[0], Some(peer(150)));
         r.check_invariants();
+    }
+
+    #[test]
+    fn pred_chain_goes_back_in_order_and_knows_a_whole_ring() {
+        let ids = |c: &PredChain| c.nodes.iter().map(|p| p.id.0[0]).collect::<Vec<u8>>();
+        let mut r = Ring::new(peer(100), 3);
+        r.pred = Some(peer(90));
+        r.set_far_preds(vec![peer(80), peer(85), peer(70)], 8);
+        // 85 lies after 80 going back: a stale entry ends the chain.
+        let chain = r.pred_chain(8);
+        assert_eq!((ids(&chain), chain.whole_ring), (vec![90, 80], false));
+        r.set_far_preds(vec![peer(80), peer(200), peer(150), peer(100), peer(90)], 8);
+        let chain = r.pred_chain(8);
+        assert_eq!(
+            (ids(&chain), chain.whole_ring),
+            (vec![90, 80, 200, 150], true)
+        );
+        assert_eq!(ids(&r.pred_chain(2)), vec![90, 80]);
+        // A forgotten node leaves the chain; without a predecessor it starts further back.
+        r.remove(peer(90).addr);
+        assert_eq!(ids(&r.pred_chain(8)), vec![80, 200, 150]);
     }
 
     #[test]

@@ -123,7 +123,12 @@ fn encode_body(msg: &PeerMsg, out: &mut BytesMut) {
             out.put_u8(*hops);
             put_peers(out, nodes);
         }
-        PeerMsg::PredecessorGet | PeerMsg::Ping | PeerMsg::Pong | PeerMsg::InfoGet => {}
+        PeerMsg::PredecessorGet
+        | PeerMsg::PredecessorsGet
+        | PeerMsg::Ping
+        | PeerMsg::Pong
+        | PeerMsg::InfoGet => {}
+        PeerMsg::Predecessors { preds } => put_peers(out, preds),
         PeerMsg::PredecessorReply { pred, succs } => put_pred_succs(out, pred, succs),
         PeerMsg::InfoReply(i) => {
             put_peer(out, &i.node);
@@ -303,6 +308,10 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
             }
         }
         PREDECESSOR_GET => PeerMsg::PredecessorGet,
+        PREDECESSORS_GET => PeerMsg::PredecessorsGet,
+        PREDECESSORS => PeerMsg::Predecessors {
+            preds: take_peers(&mut b).ok_or(bad.clone())?,
+        },
         PING => PeerMsg::Ping,
         PONG => PeerMsg::Pong,
         PREDECESSOR_REPLY => {
@@ -493,6 +502,11 @@ mod tests {
                 succs: vec![peer(4, 4), peer(5, 5)],
             },
             PeerMsg::PredecessorSet { node: peer(6, 6) },
+            PeerMsg::PredecessorsGet,
+            PeerMsg::Predecessors { preds: vec![] },
+            PeerMsg::Predecessors {
+                preds: vec![peer(4, 4), peer(5, 5)],
+            },
             PeerMsg::SuccessorHint { node: peer(8, 8) },
             PeerMsg::Hello { node: peer(7, 7) },
             PeerMsg::Ping,

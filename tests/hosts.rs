@@ -9,6 +9,7 @@ mod netns;
 use netns::{Family, Lab, poll_until};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use voidphone_dht::id::{Id, Key};
 use voidphone_dht::wire::api::{ApiReply, ApiRequest};
@@ -41,6 +42,8 @@ struct Reads {
     right: usize,
     wrong: usize,
     missing: usize,
+    /// The longest a GET waited for its answer.
+    slowest: Duration,
 }
 
 impl Reads {
@@ -127,6 +130,7 @@ fn read_all(lab: &Lab, which: &[usize], vals: &[Val]) -> Reads {
         right: a.right + r.right,
         wrong: a.wrong + r.wrong,
         missing: a.missing + r.missing,
+        slowest: a.slowest.max(r.slowest),
     })
 }
 
@@ -137,11 +141,14 @@ fn read_from(lab: &Lab, i: usize, vals: &[Val]) -> Reads {
     let mut r = Reads::default();
     for chunk in vals.chunks(256) {
         let want: HashMap<Key, &[u8]> = chunk.iter().map(|v| (v.key, &v.value[..])).collect();
+        let sent = Instant::now();
         for v in chunk {
             c.send(&ApiRequest::Get { key: v.key }).expect("GET");
         }
         for _ in chunk {
-            match c.recv().unwrap_or_else(|e| panic!("host {i}: reply: {e}")) {
+            let reply = c.recv().unwrap_or_else(|e| panic!("host {i}: reply: {e}"));
+            r.slowest = r.slowest.max(sent.elapsed());
+            match reply {
                 ApiReply::Success { key, value } if want.get(&key) == Some(&&value[..]) => {
                     r.right += 1
                 }
@@ -348,5 +355,132 @@ fn mixed_families() {
         secs(j4),
         secs(j6)
     );
+    lab.finish();
+}
+
+/// Does any node of `which` name `addr` as its predecessor or in its successor list?
+fn anyone_names(lab: &Lab, which: &[usize], addr: SocketAddr) -> bool {
+    which.iter().any(|&i| match lab.info(i) {
+        Ok(info) => {
+            info.pred.is_some_and(|p| p.addr == addr) || info.succs.iter().any(|s| s.addr == addr)
+        }
+        Err(_) => true, // cannot tell yet
+    })
+}
+
+/// Waits until the nodes of `which` together hold every value `copies` times (primary plus
+/// replicas): copies are sent without waiting for an answer.
+fn wait_for_copies(lab: &Lab, which: &[usize], values: usize, copies: usize, within: Duration) {
+    let mut held = (0, 0);
+    let done = poll_until(within, || {
+        held = which.iter().fold((0, 0), |(p, r), &i| match lab.info(i) {
+            Ok(info) => (
+                p + info.values_primary as usize,
+                r + info.values_replica as usize,
+            ),
+            Err(_) => (p, r),
+        });
+        held == (values, values * (copies - 1))
+    });
+    assert!(
+        done.is_some(),
+        "copies held (primary, replica) {held:?}, want ({values}, {})",
+        values * (copies - 1)
+    );
+}
+
+/// Scenario 4: a host restarts with a new address (a crash, SIGKILL, then the same machine back
+/// on another IP, as after a DHCP change). Its values are served by the replicas meanwhile; the
+/// old identity leaves every node's predecessor and successor list within a bound; the new one
+/// joins; every value is found from every host.
+#[test]
+fn restart_with_new_address() {
+    restart_with_new_address_on(4, false);
+}
+
+/// Scenario 4, routing caches: after the restart no GET pays a request timeout for a route
+/// through the old identity. Fails today: a routing-cache guess that times out is not forgotten
+/// (only maintenance forgets failed peers), so on the hosts whose cache names the dead node for
+/// its old range, every GET of those keys waits one `request_timeout_ms` first, indefinitely
+/// (measured: 11 of 300 keys on 5 of 15 hosts, 500 ms each, still after 60 s).
+#[test]
+#[ignore = "routing caches keep a dead node: src/chord/clients.rs does not forget a timed-out guess"]
+fn restart_with_new_address_leaves_no_stale_route() {
+    restart_with_new_address_on(7, true);
+}
+
+fn restart_with_new_address_on(scenario: u8, check_routes: bool) {
+    let Some(mut lab) = Lab::new(scenario, 1) else {
+        return;
+    };
+    let hosts: Vec<usize> = (0..16).map(|_| lab.add_host(Family::V4)).collect();
+    form_ring(&mut lab, &hosts, "", Duration::from_secs(30));
+    let vals = values(scenario, "v", 300, 100);
+    put_spread(&lab, &hosts, &vals);
+    wait_for_copies(&lab, &hosts, vals.len(), 3, Duration::from_secs(20));
+    let before = read_all(&lab, &hosts, &vals);
+
+    let moved = 5;
+    let others: Vec<usize> = hosts.iter().copied().filter(|&i| i != moved).collect();
+    let (old_addr, old_id) = (lab.p2p(moved), lab.node(moved).id);
+    let killed = Instant::now();
+    lab.kill(moved);
+    lab.readdress_v4(moved, std::net::Ipv4Addr::new(10, 77, scenario, 106));
+    lab.start(moved, &[lab.p2p(0)], "");
+    let restarted = killed.elapsed();
+    assert_ne!(lab.node(moved).id, old_id, "a new address gives a new id");
+
+    // Until the old identity is gone from every list: read passes from the other hosts.
+    let watching = AtomicBool::new(true);
+    let (gone, passes) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let gone = poll_until(Duration::from_secs(30), || {
+                !anyone_names(&lab, &hosts, old_addr)
+            });
+            watching.store(false, Ordering::Relaxed);
+            gone.map(|_| killed.elapsed())
+        });
+        let mut passes = Vec::new();
+        while watching.load(Ordering::Relaxed) || passes.is_empty() {
+            passes.push(read_all(&lab, &others, &vals));
+        }
+        (watcher.join().unwrap(), passes)
+    });
+    let joined = poll_until(Duration::from_secs(30), || ring_consistent(&lab, &hosts))
+        .map(|_| killed.elapsed());
+    let (first, last, all_right) = read_until_right(&lab, &hosts, &vals, Duration::from_secs(20));
+    let bad: Vec<&Reads> = passes.iter().filter(|r| !r.all_right()).collect();
+    eprintln!(
+        "[hosts s4] before: slowest GET {:?}; host {moved} killed, back on a new address after \
+         {}; old identity out of every pred/successor list {gone:?} after the kill; ring \
+         consistent with the new identity {joined:?} after the kill; {} read passes (4500 GETs \
+         each) until then, {} not all right {bad:?}; after: first pass {first:?}, all 4800 \
+         right after {all_right:?}",
+        before.slowest,
+        secs(restarted),
+        passes.len(),
+        bad.len()
+    );
+    assert!(before.all_right(), "{before:?}");
+    assert!(bad.is_empty(), "reads from the kill on: {bad:?}");
+    assert!(
+        gone.is_some_and(|t| t < Duration::from_secs(10)),
+        "old identity still in a pred/successor list 10 s after the kill ({gone:?})"
+    );
+    assert!(joined.is_some(), "{}", ring_view(&lab, &hosts));
+    assert!(all_right.is_some(), "values lost: {last:?}");
+    assert_ring_cli(&lab, &hosts, &hosts);
+    if check_routes {
+        // Fingers and routing caches may still name the old identity: a GET routed there waits
+        // for one request timeout (500 ms) before it takes another route.
+        let mut pass = Reads::default();
+        let fast = poll_until(Duration::from_secs(20), || {
+            pass = read_all(&lab, &hosts, &vals);
+            pass.all_right() && pass.slowest < Duration::from_millis(250)
+        })
+        .map(|_| killed.elapsed());
+        eprintln!("[hosts s4] no GET slower than 250 ms {fast:?} after the kill; last {pass:?}");
+        assert!(fast.is_some(), "stale routes 20 s on: {pass:?}");
+    }
     lab.finish();
 }

@@ -2,6 +2,8 @@
 //! reference model as the oracle, invariants checked as it runs. A failure prints its seed; replay
 //! it with `SIM_SEED=<seed> cargo test --release --test sim`.
 
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use voidphone_dht::sim::{NetConfig, Sim, oracle, seed_from_env};
 use voidphone_dht::time::Prng;
 
@@ -292,4 +294,67 @@ fn majority_reads_return_what_was_written() {
         })
         .count();
     assert_eq!(right, 40, "seed {seed}: {:?}", sim.replies);
+}
+
+/// Every node's first successor and predecessor are the oracle's for the nodes of its own side
+/// (each side of a split forms a ring of its own).
+fn side_rings_right(sim: &Sim, side: &BTreeSet<SocketAddr>) -> bool {
+    let sorted = sim.live_sorted();
+    [true, false].iter().all(|&inside| {
+        let ring: Vec<_> = sorted
+            .iter()
+            .filter(|(_, a)| side.contains(a) == inside)
+            .collect();
+        let n = ring.len();
+        ring.iter().enumerate().all(|(i, (_, addr))| {
+            let node = sim.node(*addr);
+            node.successors().first().map(|p| p.id) == Some(ring[(i + 1) % n].0)
+                && node.predecessor().map(|p| p.id) == Some(ring[(i + n - 1) % n].0)
+        })
+    })
+}
+
+/// A network partition splits the ring in two (a random half on each side) for 30 s: each side
+/// forms a ring of its own; once the network heals, nodes trying the neighbours they lost find the
+/// other ring and the two merge into the oracle's ring. Returns (split-ring time, merge time).
+fn split_and_heal(n: usize, seed: u64) -> (u64, u64) {
+    let mut rng = Prng::new(seed ^ 0x5917);
+    let mut sim = Sim::new(seed, Sim::default_node_config(), NetConfig::default());
+    sim.check_every_event = false;
+    sim.grow(n, 5_000);
+    converge(&mut sim, 300_000);
+    let side: BTreeSet<SocketAddr> = sim
+        .nodes
+        .keys()
+        .copied()
+        .filter(|_| rng.chance(0.5))
+        .collect();
+    sim.split(side.clone());
+    let apart = sim.run_until_cond(100, 30_000, |s| side_rings_right(s, &side));
+    let apart = apart.unwrap_or_else(|| panic!("seed {seed}: the sides formed no rings in 30 s"));
+    let healed_at = 30_000 - apart.min(30_000);
+    sim.run_for(healed_at);
+    sim.heal();
+    let merged = converge(&mut sim, 600_000);
+    probe_all(&mut sim, 500);
+    (apart, merged)
+}
+
+#[test]
+fn a_ring_split_by_a_partition_merges_once_it_heals() {
+    for (n, seed) in [
+        (64, seed_from_env(641)),
+        (64, seed_from_env(642)),
+        (500, seed_from_env(501)),
+    ] {
+        let (apart, merged) = split_and_heal(n, seed);
+        eprintln!(
+            "N={n} seed {seed}: split into two rings in {apart} ms; one ring {merged} ms after the heal"
+        );
+        // Lost neighbours are tried at most 30 stabilize periods apart; then the zip takes rounds.
+        assert!(
+            merged <= 60_000,
+            "seed {seed}: merged only after {merged} ms (SIM_SEED={seed})"
+        );
+    }
 }

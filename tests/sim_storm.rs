@@ -558,12 +558,18 @@ fn dead_bootstrap_scenario(seed: u64, death: Death) -> Result<(), String> {
         if matches!(death, Death::Before) {
             sim.crash(x);
         }
-        let joiner = sim.add_node(Some(x));
+        let joiner = sim.add_recorded_node(Some(x));
         if matches!(death, Death::InFlight) {
             sim.run_for(1);
             sim.crash(x);
         }
-        let finds = |s: &Sim| s.traffic.get(&PEER_FIND).map_or(0, |(m, _)| *m);
+        // The joiner's own PEER FINDs (the ring's nodes try X now and then too: it may come back).
+        let finds = |s: &Sim| {
+            let sent = &s.nodes[&joiner].recording.as_ref().unwrap().transmits;
+            sent.iter()
+                .filter(|t| t.frame.msg.msg_type() == PEER_FIND)
+                .count() as u64
+        };
         let mut per_minute = Vec::new();
         for _ in 0..10 {
             let was = finds(&sim);

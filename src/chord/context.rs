@@ -72,6 +72,8 @@ pub struct Stats {
     pub repair_bytes_pushed: u64,
     /// Maintenance messages not sent because the round's budget was spent.
     pub maintenance_suppressed: u64,
+    /// Times a lost neighbour answered from another ring (a healed partition) and we began merging.
+    pub ring_merges: u64,
     /// STORAGE PUTs from peers refused: a copy from a non-holder, a version from the future, a
     /// peer over its stored-bytes rate.
     pub puts_refused: u64,

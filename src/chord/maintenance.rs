@@ -10,6 +10,7 @@
 //! outstanding.
 
 use super::context::{Ctx, Part, Requests, RingEvent};
+use super::lost::LostPeers;
 use super::ring::FINGERS;
 use super::routing;
 use super::timers::Periodic;
@@ -36,6 +37,9 @@ const UNSETTLED_SPEEDUP: u64 = 8;
 const JOIN_PATIENCE_TIMEOUTS: u64 = 30;
 /// The longest pause between join attempts: a dead contact is asked once a minute.
 const JOIN_BACKOFF_MAX_MS: u64 = 60_000;
+/// The longest pause between tries of a lost neighbour, in stabilize periods: after a partition
+/// heals, the two rings meet within about this long.
+const LOST_RETRY_MAX_PERIODS: u64 = 30;
 
 /// What a maintenance request waits for.
 #[derive(Debug)]
@@ -50,6 +54,8 @@ enum Rpc {
     Candidate { candidate: Peer, origin: Origin },
     /// PREDECESSOR GET to the notifier a lone node may take as successor.
     Adopt { candidate: Peer },
+    /// PEER FIND for our own id through a neighbour we lost: does its ring hold us?
+    Reunite,
     /// PREDECESSORS GET to the predecessor (periodic): does it live, and who precedes it?
     CheckPredecessor,
     /// PING to the predecessor before a notifier that loses to it is told so (Zave's rectify).
@@ -90,6 +96,8 @@ pub(super) struct Maintenance {
     pred_heard: Time,
     /// A notifier that lost to our predecessor while we check that the predecessor lives.
     rectify_waiting: Option<Peer>,
+    /// Neighbours dropped as unreachable, tried again with backoff (a partition may have healed).
+    lost: LostPeers,
 }
 
 impl Maintenance {
@@ -119,6 +127,7 @@ impl Maintenance {
             sends_left: SENDS_PER_ROUND,
             pred_heard: ctx.now,
             rectify_waiting: None,
+            lost: LostPeers::default(),
         }
     }
 
@@ -134,6 +143,7 @@ impl Maintenance {
             Periodic::Stabilize => {
                 self.sends_left = SENDS_PER_ROUND;
                 self.stabilize(ctx);
+                self.try_lost(ctx);
                 self.schedule_stabilize(ctx);
             }
             Periodic::FixFingers => {
@@ -560,6 +570,9 @@ impl Maintenance {
                     nodes,
                 },
             ) => self.lookup_answered(ctx, from, what, (target, hops), nodes),
+            (Rpc::Reunite, PeerMsg::PeerFound { target, nodes, .. }) => {
+                self.reunite_answered(ctx, from, target, nodes)
+            }
             (Rpc::Stabilize, PeerMsg::PredecessorReply { pred, succs }) => {
                 let reply = believable(ctx, pred, succs);
                 self.successor_answered(ctx, from, reply)
@@ -702,7 +715,62 @@ impl Maintenance {
         }
         self.last_resort_failures = 0;
         ctx.cache.forget(peer);
+        if let Some(neighbour) = ctx.ring.neighbour(peer) {
+            let wait = ctx.cfg.stabilize_interval_ms;
+            self.lost.remember(neighbour, ctx.now, wait);
+        }
         ctx.ring.remove(peer)
+    }
+
+    // ----- lost neighbours, ring merge -----
+
+    /// Once per stabilize round, a lost neighbour that is due is asked to look our own id up. In
+    /// our ring it names us; a ring that split from ours (a partition that healed) names another
+    /// node, and the two rings then weave into one.
+    fn try_lost(&mut self, ctx: &mut Ctx) {
+        let trying = self.requests.any(|what| matches!(what, Rpc::Reunite));
+        if !ctx.joined || ctx.leaving || trying {
+            return;
+        }
+        let max_wait = LOST_RETRY_MAX_PERIODS * ctx.cfg.stabilize_interval_ms;
+        let Some(lost) = self.lost.take_due(ctx.now, max_wait) else {
+            return;
+        };
+        let me = ctx.ring.me.id;
+        let _ = routing::find_via(ctx, &mut self.requests, lost.addr, me, Rpc::Reunite);
+    }
+
+    /// A lost neighbour's ring answered our lookup of our own id. Naming us, it is our ring: the
+    /// neighbour is forgotten. Naming another node, it is another ring: we probe the named node and
+    /// its successors as successors of ours (each is adopted only once it answers), and tell the
+    /// named node we may be its predecessor; from there stabilize, notify and hints zip both rings
+    /// together, node by node, from both ends. The neighbour is tried again until its ring names us.
+    fn reunite_answered(&mut self, ctx: &mut Ctx, from: SocketAddr, target: Id, nodes: Vec<Peer>) {
+        let me = ctx.ring.me;
+        let Some(&owner) = nodes.first() else {
+            return;
+        };
+        let in_order = nodes
+            .windows(2)
+            .all(|w| target.distance_to(&w[0].id) < target.distance_to(&w[1].id));
+        if target != me.id || owner.addr != from || !in_order || !ctx.ids.all_fit(&nodes) {
+            return log_refused(ctx, from, "PEER FOUND", owner);
+        }
+        if owner.id == me.id {
+            self.lost.forget(from);
+            return;
+        }
+        log::info!(
+            "[{}] {} answers from another ring (it names {} for our id): merging",
+            ctx.short(),
+            from,
+            owner.addr
+        );
+        ctx.stats.ring_merges += 1;
+        for node in nodes.iter().filter(|p| p.id != me.id) {
+            self.probe_if_closer(ctx, *node, Origin::Hint);
+        }
+        ctx.send(owner.addr, 0, PeerMsg::PredecessorSet { node: me });
     }
 
     // ----- leaving -----

@@ -22,6 +22,7 @@ mod cache;
 mod clients;
 mod context;
 mod identity;
+mod lost;
 mod maintenance;
 mod quorum;
 mod repair;

@@ -105,6 +105,15 @@ impl Ring {
             && self.ahead_peers().iter().all(|p| p.addr == addr)
     }
 
+    /// The predecessor or successor-list entry at `addr`, if it is one.
+    pub fn neighbour(&self, addr: std::net::SocketAddr) -> Option<Peer> {
+        self.pred
+            .iter()
+            .chain(&self.succs)
+            .find(|p| p.addr == addr)
+            .copied()
+    }
+
     /// Forgets a peer everywhere (it is dead or gone). When it was the last successor, the closest
     /// other known node takes its place; with none known we are alone. Returns whether it was known.
     pub fn remove(&mut self, addr: std::net::SocketAddr) -> bool {

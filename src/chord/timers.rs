@@ -12,7 +12,7 @@ pub(super) enum Periodic {
     Stabilize,
     /// Refresh one finger (a lookup of `me + 2^i`).
     FixFingers,
-    /// Ping the predecessor; forget it if it does not answer.
+    /// Ask the predecessor for its predecessors; forget it if it does not answer.
     CheckPredecessor,
     /// Compare summaries with the replica holders and push what they lack.
     Repair,

@@ -17,7 +17,7 @@ use crate::wire::api::{ApiReply, ApiRequest};
 use crate::wire::p2p;
 use bytes::{Bytes, BytesMut};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::net::SocketAddr;
 
 /// The simulated network.
@@ -165,6 +165,8 @@ pub struct Sim {
     probe_keys: BTreeMap<u64, Key>,
     /// Check the global ring invariants after every event (the local ones are always checked).
     pub check_every_event: bool,
+    /// While the network is split: the nodes on one side; nothing crosses between the sides.
+    split: Option<BTreeSet<SocketAddr>>,
 }
 
 impl Sim {
@@ -187,6 +189,7 @@ impl Sim {
             traffic: BTreeMap::new(),
             probe_keys: BTreeMap::new(),
             check_every_event: true,
+            split: None,
         }
     }
 
@@ -318,6 +321,24 @@ impl Sim {
         }
         self.input(addr, Input::Leave);
         self.schedule(self.now + 3000, Event::Gone { at: addr });
+    }
+
+    /// Splits the network in two: `side` on one side, every other node on the other. Messages
+    /// between the sides are lost (like a link down: requests time out) until [`Sim::heal`]. The
+    /// ring-wide invariants cannot hold meanwhile: they are no longer checked after every event.
+    pub fn split(&mut self, side: BTreeSet<SocketAddr>) {
+        self.check_every_event = false;
+        self.split = Some(side);
+    }
+
+    pub fn heal(&mut self) {
+        self.split = None;
+    }
+
+    fn across_the_split(&self, from: SocketAddr, to: SocketAddr) -> bool {
+        self.split
+            .as_ref()
+            .is_some_and(|side| side.contains(&from) != side.contains(&to))
     }
 
     /// Changes the chance that a message is lost, from now on.
@@ -538,6 +559,9 @@ impl Sim {
         }
         // A lost message is lost whole: the stream stays in step, the request times out.
         if self.net.loss > 0.0 && self.rng.chance(self.net.loss) {
+            return;
+        }
+        if self.across_the_split(from, t.to) {
             return;
         }
         let link = self.links.entry((from, t.to)).or_default();

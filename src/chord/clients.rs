@@ -592,8 +592,13 @@ impl Clients {
     }
 
     /// A request's deadline passed (or a retry's pause is over).
+    /// A holder that did not answer leaves the routing cache: the next request for its keys takes
+    /// a lookup rather than the same silent guess (a node gone for good stays cached otherwise).
     pub fn on_timeout(&mut self, ctx: &mut Ctx, values: &mut Values, request: u64) {
-        if let Some(what) = self.requests.take(ctx, request) {
+        if let Some((what, peer)) = self.requests.take_with_peer(ctx, request) {
+            if let (Waiting::Holder { .. }, Some(peer)) = (&what, peer) {
+                ctx.cache.forget(peer);
+            }
             self.gave_up(ctx, values, what);
         }
     }

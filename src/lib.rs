@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![warn(clippy::iter_over_hash_type)]
 
+pub mod balance;
 pub mod chord;
 pub mod client;
 pub mod config;

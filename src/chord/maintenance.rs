@@ -56,6 +56,8 @@ enum Rpc {
     Adopt { candidate: Peer },
     /// PEER FIND for our own id through a neighbour we lost: does its ring hold us?
     Reunite,
+    /// PING to a successor-list entry that has not answered us yet.
+    Confirm,
     /// PREDECESSORS GET to the predecessor (periodic): does it live, and who precedes it?
     CheckPredecessor,
     /// PING to the predecessor before a notifier that loses to it is told so (Zave's rectify).
@@ -297,11 +299,23 @@ impl Maintenance {
             return;
         };
         self.ask(ctx, s.addr, PeerMsg::PredecessorGet, Rpc::Stabilize);
+        self.confirm_successors(ctx);
         // A node we know of that lies closer than our successor (while a ring forms): probe it too
         // rather than walking back one predecessor pointer per round trip.
         let closer = closest_after(ctx, &ctx.ring.me.id, s);
         if closer.id != s.id {
             self.probe_if_closer(ctx, closer, Origin::Hint);
+        }
+    }
+
+    /// Pings the successor-list entries that have not answered us yet (the list is our successor's
+    /// word): until they answer, lookups do not go through them. Within the round's budget.
+    fn confirm_successors(&mut self, ctx: &mut Ctx) {
+        let budget = self.sends_left.min(SENDS_PER_ROUND / 2) as usize;
+        for p in ctx.ring.successors_to_confirm(budget) {
+            if self.spend(ctx) {
+                self.ask(ctx, p.addr, PeerMsg::Ping, Rpc::Confirm);
+            }
         }
     }
 
@@ -376,6 +390,7 @@ impl Maintenance {
         }
         let (pred, succs) = reply;
         ctx.ring.set_succs(std::iter::once(s).chain(succs));
+        ctx.ring.heard_from(s.addr);
         self.stabilize_step(ctx, s, pred);
     }
 
@@ -397,6 +412,7 @@ impl Maintenance {
         let rest: Vec<Peer> = ctx.ring.succs().to_vec();
         ctx.ring
             .set_succs(std::iter::once(candidate).chain(succs).chain(rest));
+        ctx.ring.heard_from(candidate.addr);
         self.stabilize_step(ctx, candidate, pred);
     }
 
@@ -596,6 +612,7 @@ impl Maintenance {
                 }
             }
             (Rpc::Rectify, PeerMsg::Pong) => self.rectify_answered(ctx, from),
+            (Rpc::Confirm, PeerMsg::Pong) => ctx.ring.heard_from(from),
             (what, other) => {
                 log::warn!(
                     "[{}] {} answered {:?} with type {}",

@@ -17,6 +17,9 @@ pub struct Ring {
     fingers: Vec<Option<Peer>>,
     /// Our predecessor's predecessor list as it last told us (see [`Ring::pred_chain`]).
     far_preds: Vec<Peer>,
+    /// Successor-list entries we asked directly, and whether they answered. The list comes from
+    /// our successor, second-hand: an entry routes lookups only once it has answered us.
+    asked: Vec<(std::net::SocketAddr, bool)>,
 }
 
 /// Our predecessors as far as we know them, the closest first (see [`Ring::pred_chain`]).
@@ -35,7 +38,40 @@ impl Ring {
             succs_max,
             fingers: vec![None; FINGERS],
             far_preds: Vec::new(),
+            asked: Vec::new(),
         }
+    }
+
+    /// `addr` answered us directly: as a successor it may route lookups.
+    pub fn heard_from(&mut self, addr: std::net::SocketAddr) {
+        if !self.succs.iter().any(|p| p.addr == addr) {
+            return;
+        }
+        match self.asked.iter_mut().find(|(a, _)| *a == addr) {
+            Some(entry) => entry.1 = true,
+            None => self.asked.push((addr, true)),
+        }
+    }
+
+    /// May a lookup go to successor `addr`? The first successor answers every stabilize round;
+    /// the others once they answered us.
+    pub fn has_answered(&self, addr: std::net::SocketAddr) -> bool {
+        self.succs.first().is_some_and(|p| p.addr == addr)
+            || self.asked.iter().any(|&(a, heard)| a == addr && heard)
+    }
+
+    /// The successors not asked yet, marked asked: the caller pings them (once each while they
+    /// stay in the list; one that does not answer stays unused for routing).
+    pub fn successors_to_confirm(&mut self, max: usize) -> Vec<Peer> {
+        let new: Vec<Peer> = self
+            .succs
+            .iter()
+            .filter(|p| !self.asked.iter().any(|(a, _)| *a == p.addr))
+            .take(max)
+            .copied()
+            .collect();
+        self.asked.extend(new.iter().map(|p| (p.addr, false)));
+        new
     }
 
     /// Keeps what our predecessor says of its own predecessors (at most `max`).
@@ -96,6 +132,9 @@ impl Ring {
         }
         self.succs = v;
         self.fingers[0] = self.succs.first().copied();
+        let succs = &self.succs;
+        self.asked
+            .retain(|(a, _)| succs.iter().any(|p| p.addr == *a));
     }
 
     /// Is `addr` our only successor, with no other node known to take its place?
@@ -186,7 +225,11 @@ impl Ring {
                 .rev()
                 .flatten()
                 .find(|p| in_open(&p.id, &me, key));
-            let succ = self.succs.iter().rev().find(|p| in_open(&p.id, &me, key));
+            let succ = self
+                .succs
+                .iter()
+                .rev()
+                .find(|p| in_open(&p.id, &me, key) && self.has_answered(p.addr));
             return match (finger, succ) {
                 (Some(f), Some(s)) if me.distance_to(&s.id) > me.distance_to(&f.id) => Some(*s),
                 (Some(f), _) => Some(*f),
@@ -197,7 +240,7 @@ impl Ring {
             .fingers
             .iter()
             .flatten()
-            .chain(self.succs.iter())
+            .chain(self.succs.iter().filter(|p| self.has_answered(p.addr)))
             .filter(|p| in_open(&p.id, &me, key))
             .copied()
             .collect();
@@ -289,6 +332,26 @@ mod tests {
         assert_eq!(r.succs(), &[peer(150)]);
         assert_eq!(r.fingers[0], Some(peer(150)));
         r.check_invariants();
+    }
+
+    #[test]
+    fn second_hand_successors_route_only_once_they_answered() {
+        let mut r = Ring::new(peer(100), 4);
+        r.set_succs([peer(120), peer(150), peer(200)]);
+        let key = peer(210).id;
+        // The first successor answers every round; the rest are our successor's word.
+        assert_eq!(r.closest_preceding(&key, 0), Some(peer(120)));
+        assert_eq!(r.closest_preceding(&key, 1), Some(peer(120)));
+        assert_eq!(r.successors_to_confirm(1), vec![peer(120)]);
+        assert_eq!(r.successors_to_confirm(8), vec![peer(150), peer(200)]);
+        assert!(r.successors_to_confirm(8).is_empty(), "each asked once");
+        r.heard_from(peer(200).addr);
+        assert_eq!(r.closest_preceding(&key, 0), Some(peer(200)));
+        assert_eq!(r.closest_preceding(&key, 1), Some(peer(120)));
+        // A new list keeps what is known of the entries it still holds.
+        r.set_succs([peer(120), peer(200), peer(220)]);
+        assert!(r.has_answered(peer(200).addr) && !r.has_answered(peer(220).addr));
+        assert_eq!(r.successors_to_confirm(8), vec![peer(220)]);
     }
 
     #[test]

@@ -140,8 +140,8 @@ fn next_hop(ctx: &Ctx, find: &Find) -> (Peer, bool) {
     match (ctx.ring.pred, find.last_hop) {
         (Some(p), true) => (p, true),
         _ => match ctx.ring.owner_in_succs(target) {
-            Some((_, owner)) => (owner, true),
-            None => {
+            Some((_, owner)) if ctx.ring.has_answered(owner.addr) => (owner, true),
+            _ => {
                 let next = ctx
                     .ring
                     .closest_preceding(target, 0)

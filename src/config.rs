@@ -25,8 +25,10 @@ pub struct NodeConfig {
     /// unless it is what the address and slot give. By default the id is
     /// `SHA-256(IP ‖ id_slot)` ([`crate::id::Id::of_ip_slot`]).
     pub node_id: Option<Id>,
-    /// Which of its IP's positions this node takes (below `id_slots_per_ip`).
-    pub id_slot: u8,
+    /// Which of its IP's positions this node takes (below `id_slots_per_ip`). `None` (the
+    /// default): a joining node looks up where each of its slot ids would land and takes the one
+    /// that best splits the range it falls in (load balance, issue 11); a new ring takes slot 0.
+    pub id_slot: Option<u8>,
     /// Test only: take every id a peer claims as it is (simulations and unit tests with made-up
     /// ids). A real node checks every id against its address.
     pub test_trust_any_id: bool,
@@ -104,7 +106,7 @@ impl Default for Config {
         Config {
             node: NodeConfig {
                 node_id: None,
-                id_slot: 0,
+                id_slot: None,
                 test_trust_any_id: false,
                 id_slots_per_ip: 8,
                 clock_skew_max_ms: 60_000,
@@ -381,7 +383,9 @@ impl Section<'_> {
 impl Section<'_> {
     fn read_identity_and_peer_limits(&self, n: &mut NodeConfig) -> Result<(), ConfigError> {
         n.id_slots_per_ip = self.int("id_slots_per_ip", n.id_slots_per_ip, 1, 64)?;
-        n.id_slot = self.int("id_slot", n.id_slot, 0, n.id_slots_per_ip - 1)?;
+        if self.dht.contains_key("id_slot") {
+            n.id_slot = Some(self.int("id_slot", 0, 0, n.id_slots_per_ip - 1)?);
+        }
         n.clock_skew_max_ms = self.int("clock_skew_max_ms", n.clock_skew_max_ms, 0, 86_400_000)?;
         n.storage_share_per_peer =
             self.fraction("storage_share_per_peer", n.storage_share_per_peer)?;

@@ -17,6 +17,8 @@ pub fn loopback_config(bootstrap: Vec<SocketAddr>) -> Config {
     cfg.reactor.api_address = SocketAddr::from(([127, 0, 0, 1], 0));
     cfg.reactor.p2p_address = SocketAddr::new(next_loopback_ip(), 0);
     cfg.node.bootstrap = bootstrap;
+    // Slot 0, not the joining node's choice: tests know each node's id from its address.
+    cfg.node.id_slot = Some(0);
     cfg.node.stabilize_interval_ms = 200;
     cfg.node.fix_fingers_interval_ms = 100;
     cfg.node.check_predecessor_interval_ms = 400;

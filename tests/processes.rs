@@ -29,13 +29,14 @@ impl Drop for Proc {
     }
 }
 
+/// Slot 0 pinned (no slot choice at join): the test places its kills by the ids addresses give.
 fn config_file() -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("vpdht-procs-{}.toml", std::process::id()));
     std::fs::write(
         &path,
         "[dht]\napi_address = \"127.0.0.1:0\"\np2p_address = \"127.0.0.1:0\"\nstabilize_interval_ms = 200\n\
          fix_fingers_interval_ms = 100\ncheck_predecessor_interval_ms = 400\nrequest_timeout_ms = 500\n\
-         repair_interval_ms = 1000\n",
+         repair_interval_ms = 1000\nid_slot = 0\n",
     )
     .unwrap();
     path

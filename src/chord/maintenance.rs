@@ -14,6 +14,7 @@ use super::lost::LostPeers;
 use super::ring::FINGERS;
 use super::routing;
 use super::timers::Periodic;
+use crate::balance::{self, Candidate};
 use crate::id::{Id, in_half_open, in_open};
 use crate::msg::{Departure, Peer, PeerMsg};
 use crate::time::Time;
@@ -58,6 +59,10 @@ enum Rpc {
     Reunite,
     /// PING to a successor-list entry that has not answered us yet.
     Confirm,
+    /// Before joining: PEER FIND for the id of one of our slots (where would it land?).
+    SlotFind { slot: u8 },
+    /// ... and PREDECESSOR GET to the node found: the range the slot id would split.
+    SlotPred { slot: u8, succ: Peer },
     /// PREDECESSORS GET to the predecessor (periodic): does it live, and who precedes it?
     CheckPredecessor,
     /// PING to the predecessor before a notifier that loses to it is told so (Zave's rectify).
@@ -100,6 +105,21 @@ pub(super) struct Maintenance {
     rectify_waiting: Option<Peer>,
     /// Neighbours dropped as unreachable, tried again with backoff (a partition may have healed).
     lost: LostPeers,
+    /// The slot choice before joining (no `id_slot` configured), until it is made.
+    slot_choice: Option<SlotChoice>,
+}
+
+/// Where our slot ids would land, learned before joining: the lookups still out, the answers.
+#[derive(Default)]
+struct SlotChoice {
+    asking: bool,
+    /// The contact the lookups go through.
+    via: Option<SocketAddr>,
+    /// Requests out.
+    pending: usize,
+    /// The contact's ring answered at least one lookup.
+    answered: bool,
+    found: Vec<Candidate>,
 }
 
 impl Maintenance {
@@ -130,6 +150,8 @@ impl Maintenance {
             pred_heard: ctx.now,
             rectify_waiting: None,
             lost: LostPeers::default(),
+            slot_choice: (ctx.cfg.id_slot.is_none() && ctx.cfg.node_id.is_none() && !ctx.joined)
+                .then(SlotChoice::default),
         }
     }
 
@@ -210,11 +232,108 @@ impl Maintenance {
         }
         let via = candidates[self.join_next % candidates.len()];
         self.join_next += 1;
+        if self.slot_choice.is_some() {
+            return self.ask_slots(ctx, via);
+        }
         log::debug!("[{}] joining through {}", ctx.short(), via);
         let me = ctx.me().id;
         if routing::find_via(ctx, &mut self.requests, via, me, Rpc::Join).is_err() {
             self.schedule_join(ctx, candidates.len());
         }
+    }
+
+    // ----- slot choice (load balance) -----
+
+    /// Looks up, through `via`, where our slot ids would land: slot 0's first (a dead contact costs
+    /// one message per attempt, as a plain join does), the others once `via` has answered.
+    fn ask_slots(&mut self, ctx: &mut Ctx, via: SocketAddr) {
+        match self.slot_choice.as_mut() {
+            Some(choice) if !choice.asking => {
+                *choice = SlotChoice {
+                    asking: true,
+                    via: Some(via),
+                    ..SlotChoice::default()
+                }
+            }
+            _ => return,
+        }
+        self.ask_slot(ctx, via, 0);
+        self.slot_answered(ctx, None);
+    }
+
+    fn ask_slot(&mut self, ctx: &mut Ctx, via: SocketAddr, slot: u8) {
+        let id = Id::of_addr_slot(ctx.ring.me.addr, slot);
+        let what = Rpc::SlotFind { slot };
+        if routing::find_via(ctx, &mut self.requests, via, id, what).is_ok()
+            && let Some(choice) = self.slot_choice.as_mut()
+        {
+            choice.pending += 1;
+        }
+    }
+
+    /// The node responsible for a slot id answered: ask it for its predecessor (and, after slot
+    /// 0's answer, look the other slot ids up).
+    fn slot_found(&mut self, ctx: &mut Ctx, from: SocketAddr, slot: u8, found: (Id, Vec<Peer>)) {
+        let (target, nodes) = found;
+        let id = Id::of_addr_slot(ctx.ring.me.addr, slot);
+        let owner = nodes
+            .first()
+            .copied()
+            .filter(|o| target == id && o.addr == from && ctx.ids.fits(o));
+        if let (Some(owner), Some(choice)) = (owner, self.slot_choice.as_mut()) {
+            choice.answered = true;
+            choice.pending -= 1;
+            let what = Rpc::SlotPred { slot, succ: owner };
+            if self
+                .requests
+                .send(ctx, from, PeerMsg::PredecessorGet, what)
+                .is_ok()
+            {
+                choice.pending += 1;
+            }
+            if let (0, Some(via)) = (slot, choice.via) {
+                for slot in 1..ctx.cfg.id_slots_per_ip {
+                    self.ask_slot(ctx, via, slot);
+                }
+            }
+            return self.slot_answered(ctx, None);
+        }
+        self.slot_failed(ctx);
+    }
+
+    fn slot_failed(&mut self, ctx: &mut Ctx) {
+        if let Some(choice) = self.slot_choice.as_mut() {
+            choice.pending = choice.pending.saturating_sub(1);
+        }
+        self.slot_answered(ctx, None);
+    }
+
+    /// Adds what a slot lookup found; once nothing is out, the slot is chosen and the join goes on
+    /// with its id through the same contact. A contact that answered nothing fails the attempt; one
+    /// whose ring told us too little to choose leaves us on slot 0 (joining matters more).
+    fn slot_answered(&mut self, ctx: &mut Ctx, found: Option<Candidate>) {
+        let Some(choice) = self.slot_choice.as_mut() else {
+            return;
+        };
+        choice.found.extend(found);
+        if choice.pending > 0 {
+            return;
+        }
+        choice.asking = false;
+        if !choice.answered {
+            return self.join_failed(ctx);
+        }
+        let slot = balance::choose_slot(&choice.found).unwrap_or(0);
+        let landed = choice.found.len();
+        self.slot_choice = None;
+        ctx.ring.me.id = Id::of_addr_slot(ctx.ring.me.addr, slot);
+        log::info!(
+            "[{}] takes slot {slot} of {}, the best split of the ranges {landed} of its slot ids land in",
+            ctx.short(),
+            ctx.cfg.id_slots_per_ip,
+        );
+        self.join_next = self.join_next.saturating_sub(1); // the same contact again
+        self.join(ctx);
     }
 
     /// The contacts, then the other nodes we know of (never us).
@@ -586,6 +705,23 @@ impl Maintenance {
                     nodes,
                 },
             ) => self.lookup_answered(ctx, from, what, (target, hops), nodes),
+            (Rpc::SlotFind { slot }, PeerMsg::PeerFound { target, nodes, .. }) => {
+                self.slot_found(ctx, from, slot, (target, nodes))
+            }
+            (Rpc::SlotPred { slot, succ }, PeerMsg::PredecessorReply { pred, .. }) => {
+                let pred = pred.filter(|p| ctx.ids.fits(p)).map_or(succ.id, |p| p.id);
+                let id = Id::of_addr_slot(ctx.ring.me.addr, slot);
+                let found = Candidate {
+                    slot,
+                    id,
+                    pred,
+                    succ: succ.id,
+                };
+                if let Some(choice) = self.slot_choice.as_mut() {
+                    choice.pending = choice.pending.saturating_sub(1);
+                }
+                self.slot_answered(ctx, Some(found))
+            }
             (Rpc::Reunite, PeerMsg::PeerFound { target, nodes, .. }) => {
                 self.reunite_answered(ctx, from, target, nodes)
             }
@@ -698,6 +834,7 @@ impl Maintenance {
     fn gave_up(&mut self, ctx: &mut Ctx, what: Rpc, peer: SocketAddr) {
         match what {
             Rpc::Join => self.join_failed(ctx),
+            Rpc::SlotFind { .. } | Rpc::SlotPred { .. } => self.slot_failed(ctx),
             // Go on with the next successor at once; a kept successor waits for the next round.
             Rpc::Stabilize if ctx.ring.successor().addr != peer => self.stabilize(ctx),
             Rpc::Candidate {

@@ -122,7 +122,7 @@ impl Node {
         let me = Peer {
             id: cfg
                 .node_id
-                .unwrap_or_else(|| Id::of_addr_slot(addr, cfg.id_slot)),
+                .unwrap_or_else(|| Id::of_addr_slot(addr, cfg.id_slot.unwrap_or(0))),
             addr,
         };
         let bootstrap: Vec<SocketAddr> = cfg

@@ -319,12 +319,14 @@ impl Reactor {
 
     /// Drains the node into the connections, gives it what happened meanwhile, and writes.
     fn flush_outputs(&mut self) -> Option<Time> {
+        self.net.follow_id(&self.node);
         let mut next = chord::drive(&mut self.node, &mut self.net);
         while !self.net.inputs.is_empty() {
             let now = self.net.now();
             for input in std::mem::take(&mut self.net.inputs) {
                 self.node.handle_input(input, now);
             }
+            self.net.follow_id(&self.node);
             next = chord::drive(&mut self.node, &mut self.net);
         }
         for key in std::mem::take(&mut self.net.dirty) {

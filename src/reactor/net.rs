@@ -155,6 +155,16 @@ impl Net {
         }
     }
 
+    /// A joining node may take another of its slot ids (issue 11): connections dialled from now
+    /// on greet with the id it has now.
+    pub(super) fn follow_id(&mut self, node: &Node) {
+        if node.me() != self.me {
+            self.me = node.me();
+            self.greeting.clear();
+            node.greeting().encode(&mut self.greeting);
+        }
+    }
+
     pub(super) fn now(&self) -> Time {
         Time(self.start.elapsed().as_millis() as u64)
     }

@@ -11,6 +11,8 @@ use std::sync::{Arc, mpsc};
 pub struct RunningNode {
     pub api: SocketAddr,
     pub p2p: SocketAddr,
+    /// The id at start: a node without `id_slot` takes the slot it chooses when it joins (INFO
+    /// and `voidphone-dht ring` show the id it has).
     pub id: crate::id::Id,
     stop: StopHandle,
     /// The reactor's refusal counters (it runs on another thread).

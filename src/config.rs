@@ -61,6 +61,10 @@ pub struct NodeConfig {
     pub pending_requests_max: usize,
     /// How often the responsible node compares summaries with its replica holders.
     pub repair_interval_ms: u64,
+    /// Rebalancing (issue 11): how often a node registers its spare slot ids and, with a range
+    /// above the mean, invites a better-placed node; 0 (the default) switches it off: every move
+    /// is a leave and a join, churn the ring pays for.
+    pub rebalance_interval_ms: u64,
     /// Value bytes one repair round may push.
     pub repair_bytes_per_round_max: usize,
     /// Nodes remembered for one-hop routing (0 turns the cache off).
@@ -127,6 +131,7 @@ impl Default for Config {
                 lookup_timeout_ms: 5000,
                 pending_requests_max: 10_000,
                 repair_interval_ms: 10_000,
+                rebalance_interval_ms: 0,
                 repair_bytes_per_round_max: 1 << 20,
                 routing_cache_max: 1024,
             },
@@ -197,6 +202,7 @@ const DHT_KEYS: &[&str] = &[
     "lookup_timeout_ms",
     "pending_requests_max",
     "repair_interval_ms",
+    "rebalance_interval_ms",
     "repair_bytes_per_round_max",
     "routing_cache_max",
     "connections_max",
@@ -347,6 +353,12 @@ impl Section<'_> {
     fn read_repair_and_routing_cache(&self, n: &mut NodeConfig) -> Result<(), ConfigError> {
         n.repair_interval_ms =
             self.int("repair_interval_ms", n.repair_interval_ms, 100, 3_600_000)?;
+        n.rebalance_interval_ms = self.int(
+            "rebalance_interval_ms",
+            n.rebalance_interval_ms,
+            0,
+            86_400_000,
+        )?;
         n.repair_bytes_per_round_max = self.int(
             "repair_bytes_per_round_max",
             n.repair_bytes_per_round_max,

@@ -22,6 +22,8 @@ pub const SYNC: u16 = 1006;
 pub const SYNC_REPLY: u16 = 1007;
 pub const PREDECESSORS_GET: u16 = 1008;
 pub const PREDECESSORS: u16 = 1009;
+pub const SPARE: u16 = 1010;
+pub const INVITE: u16 = 1011;
 pub const PEER_FIND: u16 = 1051;
 pub const PEER_FOUND: u16 = 1052;
 pub const PREDECESSOR_GET: u16 = 1053;
@@ -118,6 +120,18 @@ pub enum PeerMsg {
     Predecessors {
         preds: Vec<Peer>,
     },
+    /// "One of my slot ids lies in your range; I stand at `holder`, after `pred`, before `succ`"
+    /// (rebalancing: the receiver may invite the sender there). No answer.
+    Spare {
+        holder: Peer,
+        pred: Id,
+        succ: Id,
+    },
+    /// "Move to your slot `slot`: its id lies in my range" (rebalancing). The receiver checks the
+    /// move itself. No answer.
+    Invite {
+        slot: u8,
+    },
     /// "I may be your predecessor" (Chord's notify; the receiver rectifies).
     PredecessorSet {
         node: Peer,
@@ -198,6 +212,8 @@ impl PeerMsg {
             PeerMsg::PredecessorReply { .. } => PREDECESSOR_REPLY,
             PeerMsg::PredecessorsGet => PREDECESSORS_GET,
             PeerMsg::Predecessors { .. } => PREDECESSORS,
+            PeerMsg::Spare { .. } => SPARE,
+            PeerMsg::Invite { .. } => INVITE,
             PeerMsg::PredecessorSet { .. } => PREDECESSOR_SET,
             PeerMsg::SuccessorHint { .. } => SUCCESSOR_HINT,
             PeerMsg::Hello { .. } => HELLO,

@@ -400,3 +400,75 @@ fn joiners_choosing_their_slot_even_out_the_ranges() {
         );
     }
 }
+
+/// The ranges of the live ring, relative to the mean.
+fn ring_balance(sim: &Sim) -> Balance {
+    let ids: Vec<Id> = sim.live_sorted().iter().map(|(id, _)| *id).collect();
+    Balance::of(&balance::ring_arcs(&ids)).expect("a ring")
+}
+
+/// Rebalancing (issue 11): a ring whose nodes all joined at once (their slot choices made on a
+/// stale view) is evened out by invitations and moves over 20 simulated minutes (20 s rebalance
+/// periods here), and no value is lost while nodes move.
+#[test]
+fn rebalancing_evens_a_ring_formed_at_once_and_loses_nothing() {
+    use bytes::Bytes;
+    use voidphone_dht::wire::api::{ApiReply, ApiRequest};
+    let seed = seed_from_env(900);
+    let mut cfg = Sim::default_node_config();
+    cfg.rebalance_interval_ms = 20_000;
+    let mut sim = Sim::new(seed, cfg, NetConfig::default());
+    sim.check_every_event = false;
+    sim.grow(128, 1_000);
+    converge(&mut sim, 300_000);
+    let before = ring_balance(&sim);
+    const VALUES: u64 = 300;
+    let addrs: Vec<_> = sim.nodes.keys().copied().collect();
+    for i in 0..VALUES {
+        let put = ApiRequest::Put {
+            ttl_s: 43_200,
+            replication: 3,
+            key: Id::hash(&i.to_be_bytes()),
+            value: Bytes::from(i.to_be_bytes().to_vec()),
+        };
+        sim.client_request(addrs[i as usize % addrs.len()], i, put);
+    }
+    sim.run_for(20 * 60_000);
+    let healed = converge(&mut sim, 300_000);
+    let after = ring_balance(&sim);
+    let moves: u64 = sim
+        .nodes
+        .values()
+        .map(|n| n.node.stats().rebalance_moves)
+        .sum();
+    sim.replies.clear();
+    let addrs: Vec<_> = sim.nodes.keys().copied().collect();
+    for i in 0..VALUES {
+        let get = ApiRequest::Get {
+            key: Id::hash(&i.to_be_bytes()),
+        };
+        sim.client_request(addrs[(i as usize * 7) % addrs.len()], 1000 + i, get);
+    }
+    sim.run_for(10_000);
+    let right = sim
+        .replies
+        .iter()
+        .filter(|(_, c, r)| {
+            matches!(r, ApiReply::Success { value, .. } if value[..] == (c - 1000).to_be_bytes())
+        })
+        .count();
+    eprintln!(
+        "128 nodes joined within 1 s: range/mean p99 {:.2} max {:.2} p1 {:.3}; after 20 min of \
+         rebalancing ({moves} moves, ring ideal {healed} ms later): p99 {:.2} max {:.2} p1 {:.3}; \
+         {right} of {VALUES} values read right",
+        before.p99, before.max, before.p1, after.p99, after.max, after.p1
+    );
+    assert_eq!(
+        right as u64, VALUES,
+        "seed {seed}: values lost while nodes moved"
+    );
+    assert!(
+        moves > 0 && after.max < before.max,
+        "seed {seed}: rebalancing evened nothing"
+    );
+}

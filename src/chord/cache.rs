@@ -35,6 +35,14 @@ impl PeerCache {
         }
     }
 
+    /// Forgets `peer` under its id only (its address may speak for another id by now).
+    pub fn forget_peer(&mut self, peer: Peer) {
+        if self.by_id.get(&peer.id) == Some(&peer) {
+            self.by_id.remove(&peer.id);
+            self.order.retain(|i| *i != peer.id);
+        }
+    }
+
     pub fn forget(&mut self, addr: SocketAddr) {
         let gone: Vec<Id> = self
             .by_id

@@ -6,6 +6,7 @@
 
 use super::Output;
 use super::cache::PeerCache;
+use super::departed::Departed;
 use super::identity::Identities;
 use super::ring::Ring;
 use super::timers::{Periodic, Timers};
@@ -47,6 +48,9 @@ pub(super) enum RingEvent {
     NewPredecessor { old: Option<Peer>, new: Peer },
     /// Our predecessor left gracefully: its range is ours now, repair it soon.
     PredecessorLeft,
+    /// Rebalancing: we move to `slot`, joining again through `via`. Our values go to our
+    /// successor first (as at a leave), then maintenance leaves and re-joins.
+    Move { slot: u8, via: SocketAddr },
 }
 
 /// Counters for operators, benches and the simulator.
@@ -74,6 +78,9 @@ pub struct Stats {
     pub maintenance_suppressed: u64,
     /// Times a lost neighbour answered from another ring (a healed partition) and we began merging.
     pub ring_merges: u64,
+    /// Rebalancing: invitations sent, and moves made (each a leave and a join at another slot).
+    pub rebalance_invitations: u64,
+    pub rebalance_moves: u64,
     /// STORAGE PUTs from peers refused: a copy from a non-holder, a version from the future, a
     /// peer over its stored-bytes rate.
     pub puts_refused: u64,
@@ -91,6 +98,8 @@ pub(super) struct Ctx {
     pub cache: PeerCache,
     /// The identity rule, applied to every peer we hear of.
     pub ids: Identities,
+    /// Identities that announced their leave lately: not taken from second-hand lists.
+    pub departed: Departed,
     /// Part of a ring (maintenance sets it).
     pub joined: bool,
     /// Handing values on before exiting (set by the leave input).
@@ -113,6 +122,7 @@ impl Ctx {
             ring: Ring::new(me, cfg.successors),
             cache: PeerCache::new(cfg.routing_cache_max),
             ids: Identities::new(cfg.id_slots_per_ip, cfg.test_trust_any_id),
+            departed: Departed::default(),
             cfg,
             joined: false,
             leaving: false,
@@ -342,5 +352,12 @@ impl<T> Requests<T> {
     /// Is a request `matching` outstanding?
     pub fn any(&self, matching: impl Fn(&T) -> bool) -> bool {
         self.open.values().any(|o| matching(&o.what))
+    }
+
+    /// Forgets every outstanding request (their answers will be late ones).
+    pub fn clear(&mut self, ctx: &mut Ctx) {
+        for open in std::mem::take(&mut self.open).into_values() {
+            ctx.deadlines.cancel(open.timer);
+        }
     }
 }

@@ -11,6 +11,7 @@
 
 use super::context::{Ctx, Part, Requests, RingEvent};
 use super::lost::LostPeers;
+use super::rebalance::{self, Spares};
 use super::ring::FINGERS;
 use super::routing;
 use super::timers::Periodic;
@@ -30,6 +31,12 @@ pub const REQUESTS_MAX: usize = 32;
 const LAST_RESORT_CHANCES: u32 = 3;
 /// Peers remembered to re-join through.
 const CONTACTS_MAX: usize = 16;
+/// Peers told of our move (rebalancing) within one [`RETELL_MS`], at most.
+const TOLD_OF_MOVE_MAX: usize = 1024;
+/// A peer is told again after this long that an identity we left is gone.
+const RETELL_MS: u64 = super::departed::DEPARTED_MS / 2;
+/// The identities we left that we still tell peers of.
+const LEFT_IDS_MAX: usize = 8;
 /// How much more often stabilize runs while our successor or predecessor keeps changing.
 const UNSETTLED_SPEEDUP: u64 = 8;
 /// How long (in request timeouts) a joiner retries at the normal pace (a contact may itself still
@@ -63,6 +70,12 @@ enum Rpc {
     SlotFind { slot: u8 },
     /// ... and PREDECESSOR GET to the node found: the range the slot id would split.
     SlotPred { slot: u8, succ: Peer },
+    /// Rebalancing: PEER FIND for one of our spare slot ids, to register it with its owner.
+    SpareFind { slot: u8 },
+    /// Invited to a slot: PEER FIND for its id (where does it land now?) ...
+    MoveFind { slot: u8 },
+    /// ... and PREDECESSOR GET to the node found.
+    MovePred { slot: u8, succ: Peer },
     /// PREDECESSORS GET to the predecessor (periodic): does it live, and who precedes it?
     CheckPredecessor,
     /// PING to the predecessor before a notifier that loses to it is told so (Zave's rectify).
@@ -107,6 +120,14 @@ pub(super) struct Maintenance {
     lost: LostPeers,
     /// The slot choice before joining (no `id_slot` configured), until it is made.
     slot_choice: Option<SlotChoice>,
+    /// Other nodes' spare slot ids in our range (rebalancing).
+    spares: Spares,
+    /// When we last moved (rebalancing), if ever.
+    moved_at: Option<Time>,
+    /// The identities we left (the latest [`LEFT_IDS_MAX`]).
+    left_ids: Vec<Peer>,
+    /// Which peer was told (LEAVE) which of those identities is gone, and when.
+    told_of_move: Vec<(SocketAddr, Id, Time)>,
 }
 
 /// Where our slot ids would land, learned before joining: the lookups still out, the answers.
@@ -135,6 +156,13 @@ impl Maintenance {
             Periodic::CheckPredecessor,
             ctx.cfg.check_predecessor_interval_ms,
         );
+        // Only nodes free to choose their slot move (a pinned slot or id stays put).
+        if ctx.cfg.rebalance_interval_ms > 0
+            && ctx.cfg.id_slot.is_none()
+            && ctx.cfg.node_id.is_none()
+        {
+            ctx.schedule(Periodic::Rebalance, ctx.cfg.rebalance_interval_ms);
+        }
         Maintenance {
             requests: Requests::new(Part::Maintenance, REQUESTS_MAX),
             contacts: bootstrap,
@@ -152,6 +180,10 @@ impl Maintenance {
             lost: LostPeers::default(),
             slot_choice: (ctx.cfg.id_slot.is_none() && ctx.cfg.node_id.is_none() && !ctx.joined)
                 .then(SlotChoice::default),
+            spares: Spares::default(),
+            moved_at: None,
+            left_ids: Vec::new(),
+            told_of_move: Vec::new(),
         }
     }
 
@@ -178,6 +210,10 @@ impl Maintenance {
                 self.check_predecessor(ctx);
                 let base = ctx.cfg.check_predecessor_interval_ms;
                 ctx.schedule(Periodic::CheckPredecessor, base);
+            }
+            Periodic::Rebalance => {
+                self.rebalance(ctx);
+                ctx.schedule(Periodic::Rebalance, ctx.cfg.rebalance_interval_ms);
             }
             Periodic::Repair => unreachable!("repair's timer"),
         }
@@ -381,6 +417,8 @@ impl Maintenance {
         if ctx.joined && !ctx.ring.succs().is_empty() {
             return;
         }
+        let now = ctx.now;
+        let nodes = nodes.into_iter().filter(|p| !ctx.departed.contains(p, now));
         ctx.ring.set_succs(nodes);
         if ctx.ring.succs().is_empty() {
             return self.join_failed(ctx);
@@ -476,6 +514,9 @@ impl Maintenance {
     /// PREDECESSOR GET to a candidate successor, unless it is being probed already or the round's
     /// budget is spent (a round's own step then ends with the notify).
     fn probe(&mut self, ctx: &mut Ctx, node: Peer, origin: Origin) {
+        if ctx.departed.contains(&node, ctx.now) {
+            return;
+        }
         let probing = self.requests.any(|what| {
             matches!(what, Rpc::Candidate { candidate, .. } | Rpc::Adopt { candidate }
                 if candidate.addr == node.addr)
@@ -522,6 +563,9 @@ impl Maintenance {
         reply: (Option<Peer>, Vec<Peer>),
     ) {
         let me = ctx.ring.me.id;
+        if ctx.departed.contains(&candidate, ctx.now) {
+            return;
+        }
         if let Some(s) = ctx.ring.succs().first()
             && !in_open(&candidate.id, &me, &s.id)
         {
@@ -556,6 +600,7 @@ impl Maintenance {
         if node.id == me || node.addr != from || !ctx.ids.fits(&node) {
             return log_refused(ctx, from, "PREDECESSOR SET", node);
         }
+        ctx.departed.revive(&node);
         ctx.cache.learn(node);
         // While a ring forms the notifier may also lie just after us (its successor pointer
         // overshoots): then it is a closer successor too.
@@ -646,7 +691,7 @@ impl Maintenance {
 
     /// PREDECESSORS GET: our predecessor chain, as far as copies of values travel.
     pub fn on_predecessors_get(&mut self, ctx: &mut Ctx, from: SocketAddr, request: u64) {
-        let preds = ctx.ring.pred_chain(ctx.cfg.replication_max as usize).nodes;
+        let preds = ctx.ring.pred_chain(pred_chain_len(ctx)).nodes;
         ctx.send(from, request, PeerMsg::Predecessors { preds });
     }
 
@@ -722,6 +767,16 @@ impl Maintenance {
                 }
                 self.slot_answered(ctx, Some(found))
             }
+            (Rpc::SpareFind { slot }, PeerMsg::PeerFound { target, nodes, .. }) => {
+                self.spare_found(ctx, from, slot, (target, nodes))
+            }
+            (Rpc::MoveFind { slot }, PeerMsg::PeerFound { target, nodes, .. }) => {
+                self.move_found(ctx, from, slot, (target, nodes))
+            }
+            (Rpc::MovePred { slot, succ }, PeerMsg::PredecessorReply { pred, .. }) => {
+                let pred = pred.filter(|p| ctx.ids.fits(p)).map_or(succ.id, |p| p.id);
+                self.move_checked(ctx, slot, pred, succ)
+            }
             (Rpc::Reunite, PeerMsg::PeerFound { target, nodes, .. }) => {
                 self.reunite_answered(ctx, from, target, nodes)
             }
@@ -743,7 +798,7 @@ impl Maintenance {
                     // Identities are checked; order is checked by `pred_chain` on every use.
                     if ctx.ids.all_fit(&preds) {
                         ctx.ring
-                            .set_far_preds(preds, ctx.cfg.replication_max as usize);
+                            .set_far_preds(preds, pred_chain_len(ctx));
                     }
                 }
             }
@@ -876,6 +931,209 @@ impl Maintenance {
         ctx.ring.remove(peer)
     }
 
+    // ----- rebalancing -----
+
+    /// Once per rebalance period: register each of our spare slot ids with the node whose range it
+    /// falls in, and, with a range above the mean we estimate, invite the registered node whose
+    /// move evens the ring most.
+    fn rebalance(&mut self, ctx: &mut Ctx) {
+        if !ctx.joined || ctx.leaving || ctx.ring.succs().is_empty() {
+            return;
+        }
+        let me = ctx.ring.me;
+        for slot in 0..ctx.cfg.id_slots_per_ip {
+            let id = Id::of_addr_slot(me.addr, slot);
+            if id != me.id {
+                let _ = routing::find(ctx, &mut self.requests, id, 0, Rpc::SpareFind { slot });
+            }
+        }
+        let Some(pred) = ctx.ring.pred else {
+            return;
+        };
+        let succ_ids: Vec<Id> = ctx.ring.succs().iter().map(|p| p.id).collect();
+        let Some(mean) = balance::mean_arc_estimate(&me.id, &succ_ids) else {
+            return;
+        };
+        if let Some((holder, slot)) = self.spares.invitation(&pred.id, &me.id, mean, ctx.now) {
+            log::info!(
+                "[{}] invites {} to its slot {slot} in our range (ours is {:.1}x the mean)",
+                ctx.short(),
+                holder.addr,
+                balance::arc_fraction(&pred.id, &me.id) / mean
+            );
+            ctx.stats.rebalance_invitations += 1;
+            ctx.send(holder.addr, 0, PeerMsg::Invite { slot });
+        }
+    }
+
+    /// The owner of one of our spare slot ids answered: register the slot with it.
+    fn spare_found(&mut self, ctx: &mut Ctx, from: SocketAddr, slot: u8, found: (Id, Vec<Peer>)) {
+        let (target, nodes) = found;
+        let me = ctx.ring.me;
+        let Some(owner) = nodes.first().filter(|o| o.addr == from && o.id != me.id) else {
+            return;
+        };
+        if target != Id::of_addr_slot(me.addr, slot) || !ctx.ids.fits(owner) {
+            return;
+        }
+        let (Some(pred), Some(succ)) = (ctx.ring.pred, ctx.ring.succs().first()) else {
+            return;
+        };
+        let msg = PeerMsg::Spare {
+            holder: me,
+            pred: pred.id,
+            succ: succ.id,
+        };
+        ctx.send(owner.addr, 0, msg);
+    }
+
+    /// SPARE from a peer: keep its slot ids that fall in our range, for a while.
+    pub fn on_spare(&mut self, ctx: &mut Ctx, from: SocketAddr, holder: Peer, ends: (Id, Id)) {
+        if holder.addr != from || !ctx.ids.fits(&holder) {
+            return log_refused(ctx, from, "SPARE", holder);
+        }
+        let Some(pred) = ctx.ring.pred else {
+            return;
+        };
+        let life = rebalance::SPARE_LIFE_PERIODS * ctx.cfg.rebalance_interval_ms;
+        let ours = (pred.id, ctx.ring.me.id);
+        let slots = ctx.cfg.id_slots_per_ip;
+        self.spares
+            .register(holder, ends, ours, slots, ctx.now + life);
+    }
+
+    /// INVITE: look up where that slot id of ours lands now, unless we moved lately (or may not).
+    pub fn on_invite(&mut self, ctx: &mut Ctx, from: SocketAddr, slot: u8) {
+        let me = ctx.ring.me;
+        let period = ctx.cfg.rebalance_interval_ms;
+        let rested = self
+            .moved_at
+            .is_none_or(|t| ctx.now.ms_since(t) >= rebalance::MOVE_EVERY * period);
+        let may_move = period > 0 && ctx.cfg.id_slot.is_none() && ctx.cfg.node_id.is_none();
+        let id = Id::of_addr_slot(me.addr, slot);
+        let moving = self
+            .requests
+            .any(|w| matches!(w, Rpc::MoveFind { .. } | Rpc::MovePred { .. }));
+        if !may_move
+            || !rested
+            || moving
+            || !ctx.joined
+            || ctx.leaving
+            || slot >= ctx.cfg.id_slots_per_ip
+            || id == me.id
+        {
+            return log::debug!(
+                "[{}] invitation from {from} to slot {slot} declined",
+                ctx.short()
+            );
+        }
+        let _ = routing::find(ctx, &mut self.requests, id, 0, Rpc::MoveFind { slot });
+    }
+
+    fn move_found(&mut self, ctx: &mut Ctx, from: SocketAddr, slot: u8, found: (Id, Vec<Peer>)) {
+        let (target, nodes) = found;
+        let id = Id::of_addr_slot(ctx.ring.me.addr, slot);
+        if let Some(&owner) = nodes.first()
+            && target == id
+            && owner.addr == from
+            && ctx.ids.fits(&owner)
+        {
+            let what = Rpc::MovePred { slot, succ: owner };
+            self.ask(ctx, from, PeerMsg::PredecessorGet, what);
+        }
+    }
+
+    /// Where the invited slot id lands is known: move when it is a gain (`balance::best_move`,
+    /// which counts our leaving too). The shell hands our values on, then [`Self::move_to`].
+    fn move_checked(&mut self, ctx: &mut Ctx, slot: u8, pred: Id, succ: Peer) {
+        let me = ctx.ring.me;
+        let (Some(my_pred), Some(my_succ)) = (ctx.ring.pred, ctx.ring.succs().first().copied())
+        else {
+            return;
+        };
+        let candidate = Candidate {
+            slot,
+            id: Id::of_addr_slot(me.addr, slot),
+            pred,
+            succ: succ.id,
+        };
+        let gain = rebalance::POLICY.gain;
+        if balance::best_move(gain, &me.id, &my_pred.id, &my_succ.id, &[candidate]) != Some(slot) {
+            return log::debug!("[{}] slot {slot} is no gain; staying", ctx.short());
+        }
+        ctx.publish(RingEvent::Move {
+            slot,
+            via: succ.addr,
+        });
+    }
+
+    /// We move to `slot` (our values are handed on): leave, then join again with that slot's id
+    /// through the node that owns it now.
+    pub fn move_to(&mut self, ctx: &mut Ctx, slot: u8, via: SocketAddr) {
+        let old = ctx.ring.me;
+        self.announce_leave(ctx);
+        let me = Peer {
+            id: Id::of_addr_slot(old.addr, slot),
+            addr: old.addr,
+        };
+        log::info!(
+            "[{}] moves to slot {slot} (id {}) to even the ring out",
+            old.id.short(),
+            me.id.short()
+        );
+        ctx.ring = super::ring::Ring::new(me, ctx.cfg.successors);
+        ctx.joined = false;
+        ctx.stats.rebalance_moves += 1;
+        self.requests.clear(ctx);
+        self.contacts.retain(|a| *a != via);
+        self.contacts.insert(0, via);
+        self.contacts.truncate(CONTACTS_MAX);
+        self.join_next = 0;
+        self.join_failures = 0;
+        self.join_started = ctx.now;
+        self.pointers_at_stabilize = (None, None);
+        self.rectify_waiting = None;
+        self.lost = LostPeers::default();
+        self.spares = Spares::default();
+        self.moved_at = Some(ctx.now);
+        self.left_ids.retain(|p| p.id != me.id);
+        self.left_ids.push(old);
+        if self.left_ids.len() > LEFT_IDS_MAX {
+            self.left_ids.remove(0);
+        }
+        ctx.timers.set(Periodic::Join, ctx.now);
+    }
+
+    /// A peer asks us something after we moved: it may take us for an identity we left (second-
+    /// hand lists and caches keep them), so it is told that that identity left before our answer,
+    /// which it would otherwise credit to the old id. Answers do not name the answerer, so this
+    /// holds as long as we live; once per [`RETELL_MS`] per peer and identity (its tombstone lasts
+    /// twice that).
+    pub fn tell_of_move(&mut self, ctx: &mut Ctx, from: SocketAddr) {
+        if self.left_ids.is_empty() {
+            return;
+        }
+        let now = ctx.now;
+        self.told_of_move
+            .retain(|(_, _, t)| now.ms_since(*t) < RETELL_MS);
+        for &old in &self.left_ids {
+            let told = self
+                .told_of_move
+                .iter()
+                .any(|(a, id, _)| *a == from && *id == old.id);
+            if told || self.told_of_move.len() >= TOLD_OF_MOVE_MAX {
+                continue;
+            }
+            self.told_of_move.push((from, old.id, now));
+            let leave = PeerMsg::Leave(Box::new(Departure {
+                node: old,
+                pred: None,
+                succs: Vec::new(),
+            }));
+            ctx.send(from, 0, leave);
+        }
+    }
+
     // ----- lost neighbours, ring merge -----
 
     /// Once per stabilize round, a lost neighbour that is due is asked to look our own id up. In
@@ -931,17 +1189,23 @@ impl Maintenance {
 
     /// We leave: tell our successor and predecessor (Chord ToN).
     pub fn announce_leave(&mut self, ctx: &mut Ctx) {
-        let Some(succ) = ctx.ring.succs().first().copied() else {
+        if ctx.ring.succs().is_empty() {
             return;
-        };
+        }
         let leave = PeerMsg::Leave(Box::new(Departure {
             node: ctx.ring.me,
             pred: ctx.ring.pred,
             succs: ctx.ring.succs().to_vec(),
         }));
-        ctx.send(succ.addr, 0, leave.clone());
-        if let Some(p) = ctx.ring.pred.filter(|p| p.addr != succ.addr) {
-            ctx.send(p.addr, 0, leave);
+        // Our successor and every predecessor we know: their successor lists name us.
+        let mut told: Vec<SocketAddr> = Vec::new();
+        let mut to_tell = ctx.ring.pred_chain(pred_chain_len(ctx)).nodes;
+        to_tell.insert(0, ctx.ring.successor());
+        for p in &to_tell {
+            if !told.contains(&p.addr) {
+                told.push(p.addr);
+                ctx.send(p.addr, 0, leave.clone());
+            }
         }
     }
 
@@ -952,26 +1216,29 @@ impl Maintenance {
         if node.addr != from {
             return log_refused(ctx, from, "LEAVE", node);
         }
+        ctx.departed.add(node, ctx.now);
+        ctx.cache.forget_peer(node);
         let (pred, succs) = believable(ctx, pred, succs);
-        let was_pred = ctx.ring.pred.is_some_and(|p| p.addr == node.addr);
-        let was_succ = ctx.ring.succs().iter().any(|p| p.addr == node.addr);
+        // By id and address: the address may already speak for another id (a node that moved).
+        let was_pred = ctx.ring.pred == Some(node);
+        let was_succ = ctx.ring.succs().contains(&node);
         if !was_pred && !was_succ {
+            ctx.ring.remove_peer(node); // a finger, perhaps
             return;
         }
         log::info!("[{}] {} leaves the ring", ctx.short(), node.addr);
-        ctx.cache.forget(node.addr);
         let me = ctx.ring.me.id;
         let mut merged: Vec<Peer> = ctx
             .ring
             .succs()
             .iter()
             .chain(succs.iter())
-            .filter(|p| p.addr != node.addr)
+            .filter(|p| **p != node)
             .copied()
             .collect();
         merged.sort_by_key(|p| me.distance_to(&p.id));
         merged.dedup_by_key(|p| p.id);
-        ctx.ring.remove(node.addr);
+        ctx.ring.remove_peer(node);
         if was_succ {
             ctx.ring.set_succs(merged);
         }
@@ -999,8 +1266,19 @@ fn believable(
     pred: Option<Peer>,
     mut succs: Vec<Peer>,
 ) -> (Option<Peer>, Vec<Peer>) {
-    succs.retain(|p| ctx.ids.fits(p));
-    (pred.filter(|p| ctx.ids.fits(p)), succs)
+    let now = ctx.now;
+    let mut ok = |p: &Peer| ctx.ids.fits(p) && !ctx.departed.contains(p, now);
+    succs.retain(&mut ok);
+    let pred = pred.filter(&mut ok);
+    (pred, succs)
+}
+
+/// How many predecessors a node learns: those that may send it copies (`replication_max`) and
+/// those whose successor lists name it (`successors`), told at once when it leaves.
+fn pred_chain_len(ctx: &Ctx) -> usize {
+    (ctx.cfg.replication_max as usize)
+        .max(ctx.cfg.successors)
+        .min(crate::msg::PEERS_MAX)
 }
 
 /// A claim we do not believe: logged at debug level (a liar may repeat it at will).

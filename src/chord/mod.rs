@@ -21,10 +21,12 @@ mod arena;
 mod cache;
 mod clients;
 mod context;
+mod departed;
 mod identity;
 mod lost;
 mod maintenance;
 mod quorum;
+mod rebalance;
 mod repair;
 pub mod ring;
 mod routing;
@@ -193,8 +195,18 @@ impl Node {
     fn on_peer_frame(&mut self, from: SocketAddr, frame: Frame) {
         let Frame { request, msg } = frame;
         let ctx = &mut self.ctx;
+        if matches!(
+            msg,
+            PeerMsg::PredecessorGet
+                | PeerMsg::PredecessorsGet
+                | PeerMsg::Ping
+                | PeerMsg::PredecessorSet { .. }
+        ) {
+            self.maintenance.tell_of_move(ctx, from);
+        }
         match msg {
             PeerMsg::Hello { node } if ctx.ids.hello_fits(from, &node) => {
+                ctx.departed.revive(&node);
                 ctx.output(Output::PeerNamed { conn: from, node })
             }
             PeerMsg::Hello { node } => log::warn!(
@@ -228,6 +240,10 @@ impl Node {
             PeerMsg::PredecessorsGet => self.maintenance.on_predecessors_get(ctx, from, request),
             PeerMsg::PredecessorSet { node } => self.maintenance.on_notify(ctx, from, node),
             PeerMsg::SuccessorHint { node } => self.maintenance.on_successor_hint(ctx, node),
+            PeerMsg::Spare { holder, pred, succ } => {
+                self.maintenance.on_spare(ctx, from, holder, (pred, succ))
+            }
+            PeerMsg::Invite { slot } => self.maintenance.on_invite(ctx, from, slot),
             PeerMsg::Leave(departure) => self.maintenance.on_leave(ctx, from, *departure),
             msg @ (PeerMsg::StorageGet { .. } | PeerMsg::StoragePut { .. }) => {
                 self.values.on_request(ctx, from, request, msg)
@@ -296,6 +312,14 @@ impl Node {
                         self.values.hand_off(&mut self.ctx, from, new);
                     }
                     RingEvent::PredecessorLeft => self.repair.soon(&mut self.ctx),
+                    RingEvent::Move { slot, via } => {
+                        let ctx = &mut self.ctx;
+                        if let Some(succ) = ctx.ring.succs().first().copied() {
+                            self.values.hand_over(ctx, succ);
+                        }
+                        self.values.forget_all(ctx);
+                        self.maintenance.move_to(ctx, slot, via);
+                    }
                 }
             }
         }

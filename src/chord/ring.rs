@@ -156,28 +156,38 @@ impl Ring {
     /// Forgets a peer everywhere (it is dead or gone). When it was the last successor, the closest
     /// other known node takes its place; with none known we are alone. Returns whether it was known.
     pub fn remove(&mut self, addr: std::net::SocketAddr) -> bool {
+        self.remove_where(|p| p.addr == addr)
+    }
+
+    /// Forgets `peer` under this id only: its address may speak for another id by now (a node
+    /// that moved to another of its slots).
+    pub fn remove_peer(&mut self, peer: Peer) -> bool {
+        self.remove_where(|p| *p == peer)
+    }
+
+    fn remove_where(&mut self, gone: impl Fn(&Peer) -> bool) -> bool {
         let mut known = false;
-        if self.pred.is_some_and(|p| p.addr == addr) {
+        if self.pred.as_ref().is_some_and(&gone) {
             self.pred = None;
             known = true;
         }
-        self.far_preds.retain(|p| p.addr != addr);
+        self.far_preds.retain(|p| !gone(p));
         for f in self.fingers.iter_mut().skip(1) {
-            if f.is_some_and(|p| p.addr == addr) {
+            if f.as_ref().is_some_and(&gone) {
                 *f = None;
                 known = true;
             }
         }
-        if self.succs.iter().any(|p| p.addr == addr) {
+        if self.succs.iter().any(&gone) {
             known = true;
             if self.succs.len() > 1 {
-                self.succs.retain(|p| p.addr != addr);
+                self.succs.retain(|p| !gone(p));
             } else {
                 let me = self.me.id;
                 let mut others: Vec<Peer> = self
                     .ahead_peers()
                     .into_iter()
-                    .filter(|p| p.addr != addr)
+                    .filter(|p| !gone(p))
                     .collect();
                 others.sort_by_key(|p| me.distance_to(&p.id));
                 others.truncate(self.succs_max);

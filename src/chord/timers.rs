@@ -16,9 +16,11 @@ pub(super) enum Periodic {
     CheckPredecessor,
     /// Compare summaries with the replica holders and push what they lack.
     Repair,
+    /// Register our spare slot ids; invite a better-placed node into a large range.
+    Rebalance,
 }
 
-const COUNT: usize = 5;
+const COUNT: usize = 6;
 
 /// The order in which timers due at the same time fire.
 pub(super) const ALL: [Periodic; COUNT] = [
@@ -27,6 +29,7 @@ pub(super) const ALL: [Periodic; COUNT] = [
     Periodic::FixFingers,
     Periodic::CheckPredecessor,
     Periodic::Repair,
+    Periodic::Rebalance,
 ];
 
 #[derive(Default)]

@@ -317,6 +317,15 @@ impl Values {
         }
     }
 
+    /// We move to another place on the ring (rebalancing), our values handed on: what we hold
+    /// belongs to other places now (our successor and the holders keep it).
+    pub fn forget_all(&mut self, ctx: &Ctx) {
+        let held = self.storage.len();
+        self.storage = Storage::new(ctx.cfg.storage_bytes_max);
+        self.writer_ids.clear();
+        log::info!("[{}] moving: forgot {held} values", ctx.short());
+    }
+
     /// We leave: our successor takes over the values we are responsible for.
     pub fn hand_over(&mut self, ctx: &mut Ctx, succ: Peer) {
         let me = ctx.ring.me.id;

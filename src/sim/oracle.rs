@@ -15,14 +15,15 @@ pub fn owner(sorted: &[(Id, SocketAddr)], key: &Id) -> Id {
     }
 }
 
-/// Zave's "best successor": the first live entry of a node's successor list.
+/// Zave's "best successor": the first live entry of a node's successor list. An entry lives when
+/// a node at its address holds its id (a node that moved to another slot left its old id).
 fn best_successor(sim: &Sim, addr: SocketAddr) -> Option<SocketAddr> {
     sim.nodes[&addr]
         .node
         .successors()
         .iter()
+        .find(|p| sim.nodes.get(&p.addr).is_some_and(|n| n.node.me().id == p.id))
         .map(|p| p.addr)
-        .find(|a| sim.nodes.contains_key(a))
 }
 
 /// at_least_one_ring, at_most_one_ring, ordered_ring and connected_appendages over the joined live

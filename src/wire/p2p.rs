@@ -129,6 +129,12 @@ fn encode_body(msg: &PeerMsg, out: &mut BytesMut) {
         | PeerMsg::Pong
         | PeerMsg::InfoGet => {}
         PeerMsg::Predecessors { preds } => put_peers(out, preds),
+        PeerMsg::Spare { holder, pred, succ } => {
+            put_peer(out, holder);
+            out.put_slice(&pred.0);
+            out.put_slice(&succ.0);
+        }
+        PeerMsg::Invite { slot } => out.put_u8(*slot),
         PeerMsg::PredecessorReply { pred, succs } => put_pred_succs(out, pred, succs),
         PeerMsg::InfoReply(i) => {
             put_peer(out, &i.node);
@@ -311,6 +317,14 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
         PREDECESSORS_GET => PeerMsg::PredecessorsGet,
         PREDECESSORS => PeerMsg::Predecessors {
             preds: take_peers(&mut b).ok_or(bad.clone())?,
+        },
+        SPARE => PeerMsg::Spare {
+            holder: take_peer(&mut b).ok_or(bad.clone())?,
+            pred: take_id(&mut b).ok_or(bad.clone())?,
+            succ: take_id(&mut b).ok_or(bad.clone())?,
+        },
+        INVITE => PeerMsg::Invite {
+            slot: take_u8(&mut b).ok_or(bad.clone())?,
         },
         PING => PeerMsg::Ping,
         PONG => PeerMsg::Pong,
@@ -503,6 +517,12 @@ mod tests {
             },
             PeerMsg::PredecessorSet { node: peer(6, 6) },
             PeerMsg::PredecessorsGet,
+            PeerMsg::Spare {
+                holder: peer(2, 2),
+                pred: k,
+                succ: Id([3; 32]),
+            },
+            PeerMsg::Invite { slot: 7 },
             PeerMsg::Predecessors { preds: vec![] },
             PeerMsg::Predecessors {
                 preds: vec![peer(4, 4), peer(5, 5)],

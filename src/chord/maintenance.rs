@@ -417,6 +417,20 @@ impl Maintenance {
         if ctx.joined && !ctx.ring.succs().is_empty() {
             return;
         }
+        let me = ctx.ring.me;
+        if let Some(twin) = nodes.first().filter(|p| p.id == me.id && p.addr != me.addr) {
+            // Another node of our IP (IPv6 /64) on the same slot: the ring keeps the first.
+            if !self.join_stuck_logged {
+                self.join_stuck_logged = true;
+                log::error!(
+                    "[{}] our id is held by {} (same IP or /64, same id_slot): set another \
+                     id_slot, or leave it unset to have one chosen",
+                    ctx.short(),
+                    twin.addr
+                );
+            }
+            return self.join_failed(ctx);
+        }
         let now = ctx.now;
         let nodes = nodes.into_iter().filter(|p| !ctx.departed.contains(p, now));
         ctx.ring.set_succs(nodes);
@@ -797,8 +811,7 @@ impl Maintenance {
                     self.pred_heard = ctx.now;
                     // Identities are checked; order is checked by `pred_chain` on every use.
                     if ctx.ids.all_fit(&preds) {
-                        ctx.ring
-                            .set_far_preds(preds, pred_chain_len(ctx));
+                        ctx.ring.set_far_preds(preds, pred_chain_len(ctx));
                     }
                 }
             }

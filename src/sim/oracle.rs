@@ -22,7 +22,11 @@ fn best_successor(sim: &Sim, addr: SocketAddr) -> Option<SocketAddr> {
         .node
         .successors()
         .iter()
-        .find(|p| sim.nodes.get(&p.addr).is_some_and(|n| n.node.me().id == p.id))
+        .find(|p| {
+            sim.nodes
+                .get(&p.addr)
+                .is_some_and(|n| n.node.me().id == p.id)
+        })
         .map(|p| p.addr)
 }
 

@@ -187,6 +187,8 @@ pub struct NodeInfo {
     pub values_primary: u32,
     pub values_replica: u32,
     pub bytes_stored: u64,
+    /// Its quota (`storage_bytes_max`): how near it is to refusing writes.
+    pub bytes_max: u64,
     /// What the node refused of strangers so far: STORAGE PUTs, client requests past their share,
     /// and its driver's refusals (connections, rate limits, slow frames).
     pub refusals: u64,

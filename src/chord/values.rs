@@ -426,6 +426,7 @@ impl Values {
             values_primary: primary as u32,
             values_replica: (self.storage.len() - primary) as u32,
             bytes_stored: self.storage.bytes_used() as u64,
+            bytes_max: ctx.cfg.storage_bytes_max as u64,
             refusals: ctx.stats.puts_refused
                 + ctx.stats.client_requests_refused
                 + ctx.stats.driver_refusals,

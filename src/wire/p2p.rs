@@ -142,6 +142,7 @@ fn encode_body(msg: &PeerMsg, out: &mut BytesMut) {
             out.put_u32(i.values_primary);
             out.put_u32(i.values_replica);
             out.put_u64(i.bytes_stored);
+            out.put_u64(i.bytes_max);
             out.put_u64(i.refusals);
         }
         PeerMsg::Sync {
@@ -372,11 +373,11 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
         INFO_REPLY => {
             let node = take_peer(&mut b).ok_or(bad.clone())?;
             let (pred, succs) = take_pred_succs(&mut b).ok_or(bad.clone())?;
-            if b.remaining() != 24 {
+            if b.remaining() != 32 {
                 return Err(bad);
             }
-            let (values_primary, values_replica, bytes_stored, refusals) =
-                (b.get_u32(), b.get_u32(), b.get_u64(), b.get_u64());
+            let (values_primary, values_replica) = (b.get_u32(), b.get_u32());
+            let (bytes_stored, bytes_max, refusals) = (b.get_u64(), b.get_u64(), b.get_u64());
             PeerMsg::InfoReply(Box::new(NodeInfo {
                 node,
                 pred,
@@ -384,6 +385,7 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
                 values_primary,
                 values_replica,
                 bytes_stored,
+                bytes_max,
                 refusals,
             }))
         }
@@ -554,6 +556,7 @@ mod tests {
                 values_primary: 5,
                 values_replica: 6,
                 bytes_stored: 1 << 40,
+                bytes_max: 1 << 41,
                 refusals: 7,
             })),
         ]

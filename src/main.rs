@@ -268,24 +268,34 @@ fn ring(mut p: lexopt::Parser) -> Res {
     }
     let nodes = client::walk_ring(start, 10_000, Duration::from_secs(2))?;
     // Written, not printed: a reader that stops early (`| head`) ends the output, not a panic.
+    // The address column fits the longest address (IPv6 ones run to 47 characters); `ip` says
+    // which family each node speaks (a node speaks on its one advertised address).
+    let w = nodes
+        .iter()
+        .map(|n| n.node.addr.to_string().len())
+        .max()
+        .unwrap_or(0)
+        .max(22);
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<10} {:<22} {:<10} {:>8} {:>8} {:>10} {:>8}",
-        "id", "p2p", "pred", "primary", "replica", "bytes", "refused"
+        "{:<10} {:<w$} {:<10} {:>8} {:>8} {:>10} {:>8} {:>3}",
+        "id", "p2p", "pred", "primary", "replica", "bytes", "refused", "ip"
     )?;
     for n in &nodes {
         let pred = n.pred.map_or("-".to_string(), |p| p.id.short());
+        let family = if n.node.addr.is_ipv4() { "v4" } else { "v6" };
         writeln!(
             out,
-            "{:<10} {:<22} {:<10} {:>8} {:>8} {:>10} {:>8}",
+            "{:<10} {:<w$} {:<10} {:>8} {:>8} {:>10} {:>8} {:>3}",
             n.node.id.short(),
-            n.node.addr,
+            n.node.addr.to_string(),
             pred,
             n.values_primary,
             n.values_replica,
             n.bytes_stored,
-            n.refusals
+            n.refusals,
+            family
         )?;
     }
     writeln!(out, "{} nodes", nodes.len())?;

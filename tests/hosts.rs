@@ -117,6 +117,24 @@ fn put_spread(lab: &Lab, which: &[usize], vals: &[Val]) {
     }
 }
 
+/// PUTs value `j` through host `which[j % len]`, one at a time, each confirmed by a GET of its
+/// key before the next, at most `bytes_per_s`: large values faster than the nodes copy them on
+/// overflow the send buffers to the replica holders (`connection_buffer_bytes_max`), and what is
+/// dropped there only repair restores, 1 MiB a round into the same full buffer.
+fn put_paced(lab: &Lab, which: &[usize], vals: &[Val], bytes_per_s: f64) {
+    let mut clients: Vec<_> = which.iter().map(|&i| lab.client(i)).collect();
+    let started = Instant::now();
+    let mut sent = 0.0;
+    for (j, v) in vals.iter().enumerate() {
+        let c = &mut clients[j % which.len()];
+        c.put(v.key, &v.value, 3600, 3).expect("PUT");
+        c.get(v.key).expect("GET after the PUT");
+        sent += v.value.len() as f64;
+        let due = Duration::from_secs_f64(sent / bytes_per_s);
+        std::thread::sleep(due.saturating_sub(started.elapsed()));
+    }
+}
+
 /// GETs every value from every host of `which` (a thread per host, the GETs pipelined).
 fn read_all(lab: &Lab, which: &[usize], vals: &[Val]) -> Reads {
     let per_host: Vec<Reads> = std::thread::scope(|s| {
@@ -134,29 +152,52 @@ fn read_all(lab: &Lab, which: &[usize], vals: &[Val]) -> Reads {
     })
 }
 
-/// GETs every value through host `i`, 256 in flight at a time (a GET that misses takes up to
-/// `lookup_timeout_ms`; one after the other they would take minutes).
+/// GETs in flight on one connection: at most 256, holding at most 256 KiB of values. More large
+/// values at once overflow the send buffer of the node that answers for them
+/// (`connection_buffer_bytes_max`): its frames are dropped and those GETs fail (256 GETs of 64 KB
+/// values in flight: 418 of 900 missing).
+const READS_IN_FLIGHT: usize = 256;
+const READ_BYTES_IN_FLIGHT: usize = 256 * 1024;
+/// How long one read pass through one host may take: a GET that misses waits up to
+/// `lookup_timeout_ms`; GETs not sent by then count as missing.
+const READ_PASS_MAX: Duration = Duration::from_secs(15);
+
+/// GETs every value through host `i`, pipelined within the bounds above.
 fn read_from(lab: &Lab, i: usize, vals: &[Val]) -> Reads {
     let mut c = lab.client(i);
+    let deadline = Instant::now() + READ_PASS_MAX;
     let mut r = Reads::default();
-    for chunk in vals.chunks(256) {
-        let want: HashMap<Key, &[u8]> = chunk.iter().map(|v| (v.key, &v.value[..])).collect();
-        let sent = Instant::now();
-        for v in chunk {
+    let mut pending: HashMap<Key, (usize, Instant)> = HashMap::new();
+    let (mut next, mut bytes) = (0, 0);
+    loop {
+        while next < vals.len()
+            && pending.len() < READS_IN_FLIGHT
+            && bytes < READ_BYTES_IN_FLIGHT
+            && Instant::now() < deadline
+        {
+            let v = &vals[next];
             c.send(&ApiRequest::Get { key: v.key }).expect("GET");
+            pending.insert(v.key, (next, Instant::now()));
+            bytes += v.value.len();
+            next += 1;
         }
-        for _ in chunk {
-            let reply = c.recv().unwrap_or_else(|e| panic!("host {i}: reply: {e}"));
-            r.slowest = r.slowest.max(sent.elapsed());
-            match reply {
-                ApiReply::Success { key, value } if want.get(&key) == Some(&&value[..]) => {
-                    r.right += 1
-                }
-                ApiReply::Success { .. } => r.wrong += 1,
-                ApiReply::Failure { .. } => r.missing += 1,
-            }
+        if pending.is_empty() {
+            break;
+        }
+        let reply = c.recv().unwrap_or_else(|e| panic!("host {i}: reply: {e}"));
+        let (ApiReply::Success { key, .. } | ApiReply::Failure { key }) = &reply;
+        let Some((at, sent)) = pending.remove(key) else {
+            continue;
+        };
+        bytes -= vals[at].value.len();
+        r.slowest = r.slowest.max(sent.elapsed());
+        match reply {
+            ApiReply::Success { value, .. } if value[..] == vals[at].value[..] => r.right += 1,
+            ApiReply::Success { .. } => r.wrong += 1,
+            ApiReply::Failure { .. } => r.missing += 1,
         }
     }
+    r.missing += vals.len() - next;
     r
 }
 
@@ -182,12 +223,15 @@ fn read_until_right(
 }
 
 /// `voidphone-dht ring` from every host of `which` must list exactly the P2P addresses of
-/// `expect`'s nodes.
+/// `expect`'s nodes, each with its family.
 fn assert_ring_cli(lab: &Lab, which: &[usize], expect: &[usize]) {
     let want: BTreeSet<SocketAddr> = expect.iter().map(|&i| lab.p2p(i)).collect();
     for &i in which {
-        let (addrs, count) = lab.ring_cli(i);
-        let got: BTreeSet<SocketAddr> = addrs.into_iter().collect();
+        let (listed, count) = lab.ring_cli(i);
+        for (addr, family) in &listed {
+            assert_eq!(family, if addr.is_ipv4() { "v4" } else { "v6" }, "{addr}");
+        }
+        let got: BTreeSet<SocketAddr> = listed.into_iter().map(|(a, _)| a).collect();
         assert_eq!(
             (count, &got),
             (want.len(), &want),
@@ -482,5 +526,464 @@ fn restart_with_new_address_on(scenario: u8, check_routes: bool) {
         eprintln!("[hosts s4] no GET slower than 250 ms {fast:?} after the kill; last {pass:?}");
         assert!(fast.is_some(), "stale routes 20 s on: {pass:?}");
     }
+    lab.finish();
+}
+
+/// The nodes that hold `key` with `replication` copies: its responsible node (the first id at or
+/// after the key) and the next ones, in the ring `sorted` (ids in order, with their hosts).
+fn holders(sorted: &[(Id, usize)], key: &Key, replication: usize) -> Vec<usize> {
+    let at = sorted.partition_point(|(id, _)| id < key);
+    (0..replication.min(sorted.len()))
+        .map(|k| sorted[(at + k) % sorted.len()].1)
+        .collect()
+}
+
+fn sorted_ids(lab: &Lab, which: &[usize]) -> Vec<(Id, usize)> {
+    let mut ids: Vec<(Id, usize)> = which.iter().map(|&i| (lab.node(i).id, i)).collect();
+    ids.sort();
+    ids
+}
+
+/// The same keys with another value.
+fn rewritten(vals: &[Val], tag: &str) -> Vec<Val> {
+    vals.iter()
+        .map(|v| {
+            let mut value = v.value.clone();
+            value.extend_from_slice(tag.as_bytes());
+            Val { key: v.key, value }
+        })
+        .collect()
+}
+
+/// Waits until the wall clock has passed `since` by a few milliseconds: writes after this get
+/// later versions (a version is the responsible node's wall clock in ms; every namespace shares
+/// this machine's clock).
+fn wait_for_later_versions(since: std::time::SystemTime) {
+    while since.elapsed().unwrap_or_default() < Duration::from_millis(5) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Reads the keys of `versions` (the same keys, one list per written version) from every host
+/// of `which`: how many reads returned each version, or none of them ("other"), or nothing.
+fn versions_seen(
+    lab: &Lab,
+    which: &[usize],
+    versions: &[(&'static str, &[Val])],
+) -> Vec<(&'static str, usize)> {
+    let mut counts: Vec<(&'static str, usize)> = versions.iter().map(|(n, _)| (*n, 0)).collect();
+    counts.extend([("other", 0), ("missing", 0)]);
+    let keys = versions[0].1;
+    for &i in which {
+        let mut c = lab.client(i);
+        for v in keys {
+            c.send(&ApiRequest::Get { key: v.key }).expect("GET");
+        }
+        for _ in keys {
+            let reply = c.recv().unwrap_or_else(|e| panic!("host {i}: reply: {e}"));
+            let slot = match reply {
+                ApiReply::Failure { .. } => versions.len() + 1,
+                ApiReply::Success { key, value } => {
+                    let k = keys.iter().position(|v| v.key == key).expect("a key asked");
+                    versions
+                        .iter()
+                        .position(|(_, vals)| vals[k].value[..] == value[..])
+                        .unwrap_or(versions.len())
+                }
+            };
+            counts[slot].1 += 1;
+        }
+    }
+    counts
+}
+
+/// How long the two halves stay apart.
+const SPLIT: Duration = Duration::from_secs(30);
+/// Bounds after the heal: for one consistent ring of 16, and then for every value right from
+/// every host.
+const MERGE_BOUND: Duration = Duration::from_secs(30);
+const REPAIR_BOUND: Duration = Duration::from_secs(30);
+
+/// Scenario 3: partition and heal. 16 hosts split 8/8 (side B's veths moved to a second bridge)
+/// for 30 s. During the split each side forms its own ring, answers GETs for every value it holds
+/// a copy of, and takes PUTs; 20 keys are written on both sides, side B later. After the links
+/// are joined again, the two rings must merge into one within `MERGE_BOUND`, and within
+/// `REPAIR_BOUND` every value (before and during the split) must read right from every host,
+/// the keys written on both sides as side B's write.
+#[test]
+#[ignore = "needs the ring-merge mechanism"]
+fn partition_and_heal() {
+    let Some(mut lab) = Lab::new(3, 2) else {
+        return;
+    };
+    let all: Vec<usize> = (0..16).map(|_| lab.add_host(Family::V4)).collect();
+    let (side_a, side_b) = (all[..8].to_vec(), all[8..].to_vec());
+    form_ring(&mut lab, &all, "", Duration::from_secs(30));
+    let pre = values(3, "pre", 300, 100);
+    let both = values(3, "both", 20, 100);
+    put_spread(&lab, &all, &pre);
+    put_spread(&lab, &all, &both);
+    wait_for_copies(
+        &lab,
+        &all,
+        pre.len() + both.len(),
+        3,
+        Duration::from_secs(20),
+    );
+    let ring = sorted_ids(&lab, &all);
+    let held_on = |side: &[usize]| -> Vec<Val> {
+        pre.iter()
+            .filter(|v| holders(&ring, &v.key, 3).iter().any(|h| side.contains(h)))
+            .cloned()
+            .collect()
+    };
+    let (held_a, held_b) = (held_on(&side_a), held_on(&side_b));
+
+    let split = Instant::now();
+    for &i in &side_b {
+        lab.move_to_bridge(i, 1);
+    }
+    let halves = poll_until(Duration::from_secs(20), || {
+        ring_consistent(&lab, &side_a) && ring_consistent(&lab, &side_b)
+    });
+    assert!(
+        halves.is_some(),
+        "each side forms its own ring:{}",
+        ring_view(&lab, &all)
+    );
+    let (_, ra, ta) = read_until_right(&lab, &side_a, &held_a, Duration::from_secs(20));
+    let (_, rb, tb) = read_until_right(&lab, &side_b, &held_b, Duration::from_secs(20));
+    assert!(ta.is_some() && tb.is_some(), "side A {ra:?}, side B {rb:?}");
+    let whole_a = read_all(&lab, &side_a, &pre);
+    assert_eq!(
+        whole_a.wrong, 0,
+        "side A returned a wrong value: {whole_a:?}"
+    );
+
+    // Writes during the split: new keys on each side, and the same 20 keys on both, B later.
+    let (split_a, split_b) = (values(3, "splitA", 50, 100), values(3, "splitB", 50, 100));
+    let (both_a, both_b) = (rewritten(&both, "-A"), rewritten(&both, "-B"));
+    put_spread(&lab, &side_a, &split_a);
+    put_spread(&lab, &side_a, &both_a);
+    wait_for_later_versions(std::time::SystemTime::now());
+    put_spread(&lab, &side_b, &split_b);
+    put_spread(&lab, &side_b, &both_b);
+    let side_a_now = [split_a.clone(), both_a.clone()].concat();
+    let side_b_now = [split_b.clone(), both_b.clone()].concat();
+    let (_, wa, ta) = read_until_right(&lab, &side_a, &side_a_now, Duration::from_secs(20));
+    let (_, wb, tb) = read_until_right(&lab, &side_b, &side_b_now, Duration::from_secs(20));
+    assert!(
+        ta.is_some() && tb.is_some(),
+        "writes during the split: A {wa:?}, B {wb:?}"
+    );
+    let during = split.elapsed();
+    // The split lasts its length (the scenario's definition, not a wait for convergence).
+    std::thread::sleep(SPLIT.saturating_sub(split.elapsed()));
+
+    let healed = Instant::now();
+    for &i in &side_b {
+        lab.move_to_bridge(i, 0);
+    }
+    let merged = poll_until(MERGE_BOUND, || ring_consistent(&lab, &all));
+    let expected = [
+        pre.clone(),
+        split_a.clone(),
+        split_b.clone(),
+        both_b.clone(),
+    ]
+    .concat();
+    let (first, last, right) = read_until_right(&lab, &all, &expected, REPAIR_BOUND);
+    let since_heal = healed.elapsed();
+    let walks: Vec<usize> = all.iter().map(|&i| lab.walk(i).len()).collect();
+    let kinds = [
+        ("pre", &pre),
+        ("splitA", &split_a),
+        ("splitB", &split_b),
+        ("both=B", &both_b),
+    ]
+    .map(|(what, vals)| (what, read_all(&lab, &all, vals)));
+    let seen = versions_seen(
+        &lab,
+        &all,
+        &[("pre", &both), ("A", &both_a), ("B", &both_b)],
+    );
+    eprintln!(
+        "[hosts s3] split 8/8: two rings of 8 after {halves:?}; each side read what it holds \
+         ({} and {} values x 8 hosts), took 100 PUTs and 20 keys on both sides, checked by \
+         {}; heal after {}: one ring of 16 {merged:?}, all right {right:?} after the heal \
+         (checked until {}); reads of {} values x 16 hosts: first pass {first:?}, last \
+         {last:?}; ring walk lengths from each host {walks:?}; by kind {kinds:?}; keys written on both \
+         sides, reads per version: {seen:?}",
+        held_a.len(),
+        held_b.len(),
+        secs(during),
+        secs(healed - split),
+        secs(since_heal),
+        expected.len()
+    );
+    assert!(
+        merged.is_some(),
+        "the rings did not merge within {MERGE_BOUND:?}:{}",
+        ring_view(&lab, &all)
+    );
+    assert!(
+        right.is_some(),
+        "values not right {REPAIR_BOUND:?} after the merge: {last:?}"
+    );
+    assert_ring_cli(&lab, &all, &all);
+    lab.finish();
+}
+
+/// `n` values of `bytes` bytes whose keys fall in `(from, to]` on the ring.
+fn values_in_range(tag: &str, n: usize, bytes: usize, from: Id, to: Id) -> Vec<Val> {
+    (0u64..)
+        .map(|i| format!("s5-{tag}-{i}"))
+        .filter(|label| voidphone_dht::id::in_half_open(&Id::hash(label.as_bytes()), &from, &to))
+        .take(n)
+        .map(|label| {
+            let mut value = label.clone().into_bytes();
+            value.resize(bytes, b'#');
+            Val {
+                key: Id::hash(label.as_bytes()),
+                value,
+            }
+        })
+        .collect()
+}
+
+/// GETs of one set of keys during a window: latencies and failures.
+#[derive(Default)]
+struct Sample {
+    us: Vec<u64>,
+    missing: usize,
+    wrong: usize,
+    /// The first failures: ms into the window, the GET's ms, the host asked.
+    first_failures: Vec<(u128, u64, usize)>,
+}
+
+impl Sample {
+    fn quantile_ms(&mut self, q: f64) -> f64 {
+        self.us.sort_unstable();
+        let at = ((self.us.len() as f64 * q) as usize).min(self.us.len().saturating_sub(1));
+        self.us.get(at).map_or(0.0, |&u| u as f64 / 1000.0)
+    }
+
+    fn summary(&mut self) -> String {
+        let slow = self.us.iter().filter(|&&u| u > 100_000).count();
+        format!(
+            "{} GETs, p99 {:.2} ms, p99.9 {:.2} ms, max {:.0} ms, {slow} over 100 ms, {} missing \
+             {:?}, {} wrong",
+            self.us.len(),
+            self.quantile_ms(0.99),
+            self.quantile_ms(0.999),
+            self.quantile_ms(1.0),
+            self.missing,
+            self.first_failures,
+            self.wrong
+        )
+    }
+}
+
+/// GETs `vals` through the hosts of `which` for `window`, one at a time, round robin: those of
+/// keys the newcomer holds (`its`) and the others apart.
+fn get_load(
+    lab: &Lab,
+    which: &[usize],
+    vals: &[Val],
+    its: &[bool],
+    window: Duration,
+) -> (Sample, Sample) {
+    let mut clients: Vec<_> = which.iter().map(|&i| lab.client(i)).collect();
+    let (mut others, mut theirs) = (Sample::default(), Sample::default());
+    let started = Instant::now();
+    for n in 0.. {
+        if started.elapsed() >= window {
+            break;
+        }
+        let (k, at) = (n % vals.len(), n % clients.len());
+        let t = Instant::now();
+        let got = clients[at].get(vals[k].key).expect("GET");
+        let us = t.elapsed().as_micros() as u64;
+        let sample = if its[k] { &mut theirs } else { &mut others };
+        sample.us.push(us);
+        match got {
+            Some(v) if v[..] == vals[k].value[..] => continue,
+            Some(_) => sample.wrong += 1,
+            None => sample.missing += 1,
+        }
+        if sample.first_failures.len() < 5 {
+            let into = started.elapsed().as_millis();
+            sample.first_failures.push((into, us / 1000, which[at]));
+        }
+    }
+    (others, theirs)
+}
+
+/// Bytes host `i`'s node holds (0 while it does not answer).
+fn bytes_held(lab: &Lab, i: usize) -> u64 {
+    lab.info(i).map_or(0, |info| info.bytes_stored)
+}
+
+/// Scenario 5: a slow link. Eight hosts hold 300 small values and, for each of two newcomers,
+/// 9.6 MB of 64 KB values in the range it will take. The first newcomer joins on a plain link
+/// (the unlimited run), the second on a link limited both ways with `tbf rate 1mbit burst 32kbit
+/// latency 400ms`, and the values move to them. (Not one newcomer twice: a node that leaves and
+/// comes back on the same address does not complete its join, see `restart_in_place`.) Each
+/// time, GETs of the small values through the other hosts run for a window from the join on:
+/// for keys the newcomer does not hold, the p99 with the slow link must stay within 2x of the
+/// unlimited run's, with no failures; no GET may return a wrong value (keys the newcomer holds
+/// may miss or wait: reported). Then the link is unlimited again: the slow newcomer must end up
+/// with all its values, and every value must be found from every host.
+#[test]
+fn slow_link() {
+    let Some(mut lab) = Lab::new(5, 1) else {
+        return;
+    };
+    // A newcomer gets ~10 MB from one successor: above one writer's default share of a store
+    // (10 % of 64 MiB) and its default byte rate.
+    let extra = "storage_share_per_peer = 1.0\npeer_store_bytes_per_s = 67108864\n";
+    let base: Vec<usize> = (0..8).map(|_| lab.add_host(Family::V4)).collect();
+    let newcomers = [lab.add_host(Family::V4), lab.add_host(Family::V4)];
+    form_ring(&mut lab, &base, extra, Duration::from_secs(30));
+    let mut ring: Vec<(Id, usize)> = sorted_ids(&lab, &base);
+    for &n in &newcomers {
+        ring.push((Id::of_ip_slot(lab.hosts[n].speaks(), 0), n));
+    }
+    ring.sort();
+    let big: Vec<Vec<Val>> = newcomers
+        .iter()
+        .map(|&n| {
+            let at = ring.iter().position(|&(_, h)| h == n).unwrap();
+            let pred = ring[(at + ring.len() - 1) % ring.len()].0;
+            values_in_range(&format!("big{n}"), 150, 64_000, pred, ring[at].0)
+        })
+        .collect();
+    let big_bytes = big[1].iter().map(|v| v.value.len() as u64).sum::<u64>();
+    let small = values(5, "small", 300, 100);
+    let load_started = Instant::now();
+    put_paced(&lab, &base, &big.concat(), 8e6);
+    put_spread(&lab, &base, &small);
+    let copies = big[0].len() + big[1].len() + small.len();
+    wait_for_copies(&lab, &base, copies, 3, Duration::from_secs(60));
+    let loaded = load_started.elapsed();
+
+    let window = Duration::from_secs(8);
+    let mut runs = Vec::new();
+    for (&newcomer, limited) in newcomers.iter().zip([false, true]) {
+        if limited {
+            lab.limit(newcomer, "1mbit", "32kbit", "400ms");
+        }
+        let its: Vec<bool> = small
+            .iter()
+            .map(|v| holders(&ring, &v.key, 3).contains(&newcomer))
+            .collect();
+        lab.start(newcomer, &[lab.p2p(0)], extra);
+        let (mut others, mut theirs) = get_load(&lab, &base, &small, &its, window);
+        eprintln!(
+            "[hosts s5] {} newcomer, GETs through the other hosts for {}: keys it does not hold: \
+             {}; keys it holds: {}; it held {:.1} of {:.1} MB by then",
+            if limited { "1 Mbit/s" } else { "unlimited" },
+            secs(window),
+            others.summary(),
+            theirs.summary(),
+            bytes_held(&lab, newcomer) as f64 / 1e6,
+            big_bytes as f64 / 1e6,
+        );
+        runs.push((others, theirs));
+    }
+    let slow = newcomers[1];
+    lab.unlimit(slow);
+    let all_moved = poll_until(Duration::from_secs(60), || {
+        bytes_held(&lab, slow) >= big_bytes
+    });
+    let everyone: Vec<usize> = (0..10).collect();
+    let (_, last, right) = read_until_right(&lab, &everyone, &small, Duration::from_secs(20));
+    let (_, last_big, right_big) = read_until_right(
+        &lab,
+        &[0, newcomers[0], slow],
+        &big.concat(),
+        Duration::from_secs(20),
+    );
+    let refused: u64 = everyone
+        .iter()
+        .map(|&i| lab.info(i).map_or(0, |info| info.refusals))
+        .sum();
+    eprintln!(
+        "[hosts s5] loaded 2 x {:.1} MB x 3 copies in {}; once unlimited again the slow newcomer \
+         held all its values {all_moved:?} later; refusals counted on all nodes {refused}",
+        big_bytes as f64 / 1e6,
+        secs(loaded),
+    );
+    let [
+        (mut fast_others, fast_theirs),
+        (mut slow_others, slow_theirs),
+    ] = <[(Sample, Sample); 2]>::try_from(runs).ok().unwrap();
+    for sample in [&fast_others, &slow_others] {
+        assert_eq!(
+            (sample.missing, sample.wrong),
+            (0, 0),
+            "GETs the other hosts hold"
+        );
+    }
+    for sample in [&fast_theirs, &slow_theirs] {
+        assert_eq!(sample.wrong, 0, "GETs of the newcomer's keys");
+    }
+    // A p99 below a quarter millisecond moves by itself on two busy cores: count it as 0.25 ms.
+    let (p99_fast, p99_slow) = (fast_others.quantile_ms(0.99), slow_others.quantile_ms(0.99));
+    assert!(
+        p99_slow <= 2.0 * p99_fast.max(0.25),
+        "p99 {p99_slow:.2} ms with the slow link, {p99_fast:.2} ms without"
+    );
+    assert!(
+        all_moved.is_some(),
+        "the slow newcomer never got its values"
+    );
+    assert!(
+        right.is_some() && right_big.is_some(),
+        "{last:?} {last_big:?}"
+    );
+    lab.finish();
+}
+
+/// A node restarted in place: SIGTERM (a graceful leave, handing its values on), then the same
+/// binary on the same address at once, as an operator's restart does; it held 9.6 MB. It must be back in a
+/// consistent ring within 10 s, and every value found from every host. Fails today: the
+/// restarted node logs "cannot join" and stays without a successor (60 s and more), while its
+/// successor already takes it for its predecessor again and routes its keys to it; GETs of those
+/// keys fail after `lookup_timeout_ms` (measured in scenario 5's first version: 2 of 115 GETs
+/// waited 4.9 s and failed).
+#[test]
+#[ignore = "a node restarted in place on the same address does not complete its join"]
+fn restart_in_place() {
+    let Some(mut lab) = Lab::new(8, 1) else {
+        return;
+    };
+    let extra = "storage_share_per_peer = 1.0\npeer_store_bytes_per_s = 67108864\n";
+    let hosts: Vec<usize> = (0..8).map(|_| lab.add_host(Family::V4)).collect();
+    form_ring(&mut lab, &hosts, extra, Duration::from_secs(30));
+    // The restarted node holds ~10 MB: what its successor hands back when it returns.
+    let ring = sorted_ids(&lab, &hosts);
+    let at = ring.iter().position(|&(_, h)| h == 3).unwrap();
+    let pred = ring[(at + ring.len() - 1) % ring.len()].0;
+    let big = values_in_range("restart", 150, 64_000, pred, ring[at].0);
+    let vals = [values(8, "v", 300, 100), big].concat();
+    put_paced(&lab, &hosts, &vals, 8e6);
+    wait_for_copies(&lab, &hosts, vals.len(), 3, Duration::from_secs(60));
+    let left = lab.stop(3, Duration::from_secs(10));
+    let restarted = Instant::now();
+    lab.start(3, &[lab.p2p(0)], extra);
+    let back = poll_until(Duration::from_secs(10), || ring_consistent(&lab, &hosts));
+    let (_, last, right) = read_until_right(&lab, &hosts, &vals, Duration::from_secs(10));
+    let info = lab.info(3).ok();
+    eprintln!(
+        "[hosts restart] left in {}; ring consistent again {back:?} after the restart; values \
+         {last:?} (all right {right:?}); restarted node: pred {:?}, succs {:?}",
+        secs(left),
+        info.as_ref().and_then(|i| i.pred.map(|p| p.addr)),
+        info.map(|i| i.succs.iter().map(|s| s.addr).collect::<Vec<_>>())
+    );
+    let _ = restarted;
+    assert!(back.is_some(), "{}", ring_view(&lab, &hosts));
+    assert!(right.is_some(), "{last:?}");
     lab.finish();
 }

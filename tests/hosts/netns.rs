@@ -208,8 +208,15 @@ impl Lab {
         let file_lock = File::create(&lock_path).expect("lock file");
         file_lock.lock().expect("lock the lab");
         remove_everything(PREFIX);
-        let dir = std::env::temp_dir().join(format!("vdht-s{scenario}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        // Logs of an earlier failed run of this scenario go; this run's stay if it fails.
+        let tmp = std::env::temp_dir();
+        let mine = format!("vdht-s{scenario}-");
+        for old in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            if old.file_name().to_string_lossy().starts_with(&mine) {
+                let _ = std::fs::remove_dir_all(old.path());
+            }
+        }
+        let dir = tmp.join(format!("{mine}{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("lab dir");
         let mut lab = Lab {
             scenario,
@@ -379,6 +386,22 @@ impl Lab {
         }
     }
 
+    /// SIGTERM host `i`'s node (a graceful leave: it hands its values on) and waits until it
+    /// has exited: how long that took. SIGKILL after `within`.
+    pub fn stop(&mut self, i: usize, within: Duration) -> Duration {
+        let started = Instant::now();
+        let Some(mut n) = self.hosts[i].node.take() else {
+            return Duration::ZERO;
+        };
+        let _ = run("kill", &["-TERM", &n.child.id().to_string()]);
+        let exited = poll_until(within, || matches!(n.child.try_wait(), Ok(Some(_))));
+        if exited.is_none() {
+            let _ = n.child.kill();
+            let _ = n.child.wait();
+        }
+        started.elapsed()
+    }
+
     pub fn node(&self, i: usize) -> &Node {
         self.hosts[i]
             .node
@@ -414,9 +437,9 @@ impl Lab {
         .unwrap_or_default()
     }
 
-    /// `voidphone-dht ring --p2p <its address>` run inside host `i`: the P2P addresses it lists,
-    /// and the node count it prints.
-    pub fn ring_cli(&self, i: usize) -> (Vec<SocketAddr>, usize) {
+    /// `voidphone-dht ring --p2p <its address>` run inside host `i`: the P2P addresses it lists
+    /// with the family it names for each (`v4`, `v6`), and the node count it prints.
+    pub fn ring_cli(&self, i: usize) -> (Vec<(SocketAddr, String)>, usize) {
         let p2p = self.node(i).p2p.to_string();
         let out = must(ip(&[
             "netns",
@@ -430,7 +453,11 @@ impl Lab {
         let addrs = out
             .lines()
             .skip(1)
-            .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .filter_map(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                let addr = words.get(1)?.parse().ok()?;
+                Some((addr, words.last()?.to_string()))
+            })
             .collect();
         let count = out
             .lines()

@@ -8,14 +8,20 @@
 //! request spend a per-round budget ([`SENDS_PER_ROUND`]), a node already being probed is not probed
 //! twice, a failed probe of a hinted node ends nothing, and at most [`REQUESTS_MAX`] requests are
 //! outstanding.
+//!
+//! `placement` chooses the slot a joiner takes and moves nodes to even the ring out (issue 11);
+//! `merge` tries lost neighbours again so that rings split by a partition merge (issue 12).
+
+mod merge;
+mod placement;
 
 use super::context::{Ctx, Part, Requests, RingEvent};
 use super::lost::LostPeers;
-use super::rebalance::{self, Spares};
+use super::rebalance::Spares;
 use super::ring::FINGERS;
 use super::routing;
 use super::timers::Periodic;
-use crate::balance::{self, Candidate};
+use crate::balance::Candidate;
 use crate::id::{Id, in_half_open, in_open};
 use crate::msg::{Departure, Peer, PeerMsg};
 use crate::time::Time;
@@ -31,13 +37,7 @@ pub const REQUESTS_MAX: usize = 32;
 const LAST_RESORT_CHANCES: u32 = 3;
 /// Peers remembered to re-join through.
 const CONTACTS_MAX: usize = 16;
-/// Peers told of our move (rebalancing) within one [`RETELL_MS`], at most.
-const TOLD_OF_MOVE_MAX: usize = 1024;
-/// A peer is told again after this long that an identity we left is gone.
-const RETELL_MS: u64 = super::departed::DEPARTED_MS / 2;
-/// The identities we left that we still tell peers of.
-const LEFT_IDS_MAX: usize = 8;
-/// How much more often stabilize runs while our successor or predecessor keeps changing.
+/// A peer is told again after this long that an identity we left is gone./// The identities we left that we still tell peers of./// How much more often stabilize runs while our successor or predecessor keeps changing.
 const UNSETTLED_SPEEDUP: u64 = 8;
 /// How long (in request timeouts) a joiner retries at the normal pace (a contact may itself still
 /// be joining: a ring of 1024 forming at once has joiners waiting that long); after it the pause
@@ -45,10 +45,6 @@ const UNSETTLED_SPEEDUP: u64 = 8;
 const JOIN_PATIENCE_TIMEOUTS: u64 = 30;
 /// The longest pause between join attempts: a dead contact is asked once a minute.
 const JOIN_BACKOFF_MAX_MS: u64 = 60_000;
-/// The longest pause between tries of a lost neighbour, in stabilize periods: after a partition
-/// heals, the two rings meet within about this long.
-const LOST_RETRY_MAX_PERIODS: u64 = 30;
-
 /// What a maintenance request waits for.
 #[derive(Debug)]
 enum Rpc {
@@ -276,100 +272,6 @@ impl Maintenance {
         if routing::find_via(ctx, &mut self.requests, via, me, Rpc::Join).is_err() {
             self.schedule_join(ctx, candidates.len());
         }
-    }
-
-    // ----- slot choice (load balance) -----
-
-    /// Looks up, through `via`, where our slot ids would land: slot 0's first (a dead contact costs
-    /// one message per attempt, as a plain join does), the others once `via` has answered.
-    fn ask_slots(&mut self, ctx: &mut Ctx, via: SocketAddr) {
-        match self.slot_choice.as_mut() {
-            Some(choice) if !choice.asking => {
-                *choice = SlotChoice {
-                    asking: true,
-                    via: Some(via),
-                    ..SlotChoice::default()
-                }
-            }
-            _ => return,
-        }
-        self.ask_slot(ctx, via, 0);
-        self.slot_answered(ctx, None);
-    }
-
-    fn ask_slot(&mut self, ctx: &mut Ctx, via: SocketAddr, slot: u8) {
-        let id = Id::of_addr_slot(ctx.ring.me.addr, slot);
-        let what = Rpc::SlotFind { slot };
-        if routing::find_via(ctx, &mut self.requests, via, id, what).is_ok()
-            && let Some(choice) = self.slot_choice.as_mut()
-        {
-            choice.pending += 1;
-        }
-    }
-
-    /// The node responsible for a slot id answered: ask it for its predecessor (and, after slot
-    /// 0's answer, look the other slot ids up).
-    fn slot_found(&mut self, ctx: &mut Ctx, from: SocketAddr, slot: u8, found: (Id, Vec<Peer>)) {
-        let (target, nodes) = found;
-        let id = Id::of_addr_slot(ctx.ring.me.addr, slot);
-        let owner = nodes
-            .first()
-            .copied()
-            .filter(|o| target == id && o.addr == from && ctx.ids.fits(o));
-        if let (Some(owner), Some(choice)) = (owner, self.slot_choice.as_mut()) {
-            choice.answered = true;
-            choice.pending -= 1;
-            let what = Rpc::SlotPred { slot, succ: owner };
-            if self
-                .requests
-                .send(ctx, from, PeerMsg::PredecessorGet, what)
-                .is_ok()
-            {
-                choice.pending += 1;
-            }
-            if let (0, Some(via)) = (slot, choice.via) {
-                for slot in 1..ctx.cfg.id_slots_per_ip {
-                    self.ask_slot(ctx, via, slot);
-                }
-            }
-            return self.slot_answered(ctx, None);
-        }
-        self.slot_failed(ctx);
-    }
-
-    fn slot_failed(&mut self, ctx: &mut Ctx) {
-        if let Some(choice) = self.slot_choice.as_mut() {
-            choice.pending = choice.pending.saturating_sub(1);
-        }
-        self.slot_answered(ctx, None);
-    }
-
-    /// Adds what a slot lookup found; once nothing is out, the slot is chosen and the join goes on
-    /// with its id through the same contact. A contact that answered nothing fails the attempt; one
-    /// whose ring told us too little to choose leaves us on slot 0 (joining matters more).
-    fn slot_answered(&mut self, ctx: &mut Ctx, found: Option<Candidate>) {
-        let Some(choice) = self.slot_choice.as_mut() else {
-            return;
-        };
-        choice.found.extend(found);
-        if choice.pending > 0 {
-            return;
-        }
-        choice.asking = false;
-        if !choice.answered {
-            return self.join_failed(ctx);
-        }
-        let slot = balance::choose_slot(&choice.found).unwrap_or(0);
-        let landed = choice.found.len();
-        self.slot_choice = None;
-        ctx.ring.me.id = Id::of_addr_slot(ctx.ring.me.addr, slot);
-        log::info!(
-            "[{}] takes slot {slot} of {}, the best split of the ranges {landed} of its slot ids land in",
-            ctx.short(),
-            ctx.cfg.id_slots_per_ip,
-        );
-        self.join_next = self.join_next.saturating_sub(1); // the same contact again
-        self.join(ctx);
     }
 
     /// The contacts, then the other nodes we know of (never us).
@@ -942,260 +844,6 @@ impl Maintenance {
             self.lost.remember(neighbour, ctx.now, wait);
         }
         ctx.ring.remove(peer)
-    }
-
-    // ----- rebalancing -----
-
-    /// Once per rebalance period: register each of our spare slot ids with the node whose range it
-    /// falls in, and, with a range above the mean we estimate, invite the registered node whose
-    /// move evens the ring most.
-    fn rebalance(&mut self, ctx: &mut Ctx) {
-        if !ctx.joined || ctx.leaving || ctx.ring.succs().is_empty() {
-            return;
-        }
-        let me = ctx.ring.me;
-        for slot in 0..ctx.cfg.id_slots_per_ip {
-            let id = Id::of_addr_slot(me.addr, slot);
-            if id != me.id {
-                let _ = routing::find(ctx, &mut self.requests, id, 0, Rpc::SpareFind { slot });
-            }
-        }
-        let Some(pred) = ctx.ring.pred else {
-            return;
-        };
-        let succ_ids: Vec<Id> = ctx.ring.succs().iter().map(|p| p.id).collect();
-        let Some(mean) = balance::mean_arc_estimate(&me.id, &succ_ids) else {
-            return;
-        };
-        if let Some((holder, slot)) = self.spares.invitation(&pred.id, &me.id, mean, ctx.now) {
-            log::info!(
-                "[{}] invites {} to its slot {slot} in our range (ours is {:.1}x the mean)",
-                ctx.short(),
-                holder.addr,
-                balance::arc_fraction(&pred.id, &me.id) / mean
-            );
-            ctx.stats.rebalance_invitations += 1;
-            ctx.send(holder.addr, 0, PeerMsg::Invite { slot });
-        }
-    }
-
-    /// The owner of one of our spare slot ids answered: register the slot with it.
-    fn spare_found(&mut self, ctx: &mut Ctx, from: SocketAddr, slot: u8, found: (Id, Vec<Peer>)) {
-        let (target, nodes) = found;
-        let me = ctx.ring.me;
-        let Some(owner) = nodes.first().filter(|o| o.addr == from && o.id != me.id) else {
-            return;
-        };
-        if target != Id::of_addr_slot(me.addr, slot) || !ctx.ids.fits(owner) {
-            return;
-        }
-        let (Some(pred), Some(succ)) = (ctx.ring.pred, ctx.ring.succs().first()) else {
-            return;
-        };
-        let msg = PeerMsg::Spare {
-            holder: me,
-            pred: pred.id,
-            succ: succ.id,
-        };
-        ctx.send(owner.addr, 0, msg);
-    }
-
-    /// SPARE from a peer: keep its slot ids that fall in our range, for a while.
-    pub fn on_spare(&mut self, ctx: &mut Ctx, from: SocketAddr, holder: Peer, ends: (Id, Id)) {
-        if holder.addr != from || !ctx.ids.fits(&holder) {
-            return log_refused(ctx, from, "SPARE", holder);
-        }
-        let Some(pred) = ctx.ring.pred else {
-            return;
-        };
-        let life = rebalance::SPARE_LIFE_PERIODS * ctx.cfg.rebalance_interval_ms;
-        let ours = (pred.id, ctx.ring.me.id);
-        let slots = ctx.cfg.id_slots_per_ip;
-        self.spares
-            .register(holder, ends, ours, slots, ctx.now + life);
-    }
-
-    /// INVITE: look up where that slot id of ours lands now, unless we moved lately (or may not).
-    pub fn on_invite(&mut self, ctx: &mut Ctx, from: SocketAddr, slot: u8) {
-        let me = ctx.ring.me;
-        let period = ctx.cfg.rebalance_interval_ms;
-        let rested = self
-            .moved_at
-            .is_none_or(|t| ctx.now.ms_since(t) >= rebalance::MOVE_EVERY * period);
-        let may_move = period > 0 && ctx.cfg.id_slot.is_none() && ctx.cfg.node_id.is_none();
-        let id = Id::of_addr_slot(me.addr, slot);
-        let moving = self
-            .requests
-            .any(|w| matches!(w, Rpc::MoveFind { .. } | Rpc::MovePred { .. }));
-        if !may_move
-            || !rested
-            || moving
-            || !ctx.joined
-            || ctx.leaving
-            || slot >= ctx.cfg.id_slots_per_ip
-            || id == me.id
-        {
-            return log::debug!(
-                "[{}] invitation from {from} to slot {slot} declined",
-                ctx.short()
-            );
-        }
-        let _ = routing::find(ctx, &mut self.requests, id, 0, Rpc::MoveFind { slot });
-    }
-
-    fn move_found(&mut self, ctx: &mut Ctx, from: SocketAddr, slot: u8, found: (Id, Vec<Peer>)) {
-        let (target, nodes) = found;
-        let id = Id::of_addr_slot(ctx.ring.me.addr, slot);
-        if let Some(&owner) = nodes.first()
-            && target == id
-            && owner.addr == from
-            && ctx.ids.fits(&owner)
-        {
-            let what = Rpc::MovePred { slot, succ: owner };
-            self.ask(ctx, from, PeerMsg::PredecessorGet, what);
-        }
-    }
-
-    /// Where the invited slot id lands is known: move when it is a gain (`balance::best_move`,
-    /// which counts our leaving too). The shell hands our values on, then [`Self::move_to`].
-    fn move_checked(&mut self, ctx: &mut Ctx, slot: u8, pred: Id, succ: Peer) {
-        let me = ctx.ring.me;
-        let (Some(my_pred), Some(my_succ)) = (ctx.ring.pred, ctx.ring.succs().first().copied())
-        else {
-            return;
-        };
-        let candidate = Candidate {
-            slot,
-            id: Id::of_addr_slot(me.addr, slot),
-            pred,
-            succ: succ.id,
-        };
-        let gain = rebalance::POLICY.gain;
-        if balance::best_move(gain, &me.id, &my_pred.id, &my_succ.id, &[candidate]) != Some(slot) {
-            return log::debug!("[{}] slot {slot} is no gain; staying", ctx.short());
-        }
-        ctx.publish(RingEvent::Move {
-            slot,
-            via: succ.addr,
-        });
-    }
-
-    /// We move to `slot` (our values are handed on): leave, then join again with that slot's id
-    /// through the node that owns it now.
-    pub fn move_to(&mut self, ctx: &mut Ctx, slot: u8, via: SocketAddr) {
-        let old = ctx.ring.me;
-        self.announce_leave(ctx);
-        let me = Peer {
-            id: Id::of_addr_slot(old.addr, slot),
-            addr: old.addr,
-        };
-        log::info!(
-            "[{}] moves to slot {slot} (id {}) to even the ring out",
-            old.id.short(),
-            me.id.short()
-        );
-        ctx.ring = super::ring::Ring::new(me, ctx.cfg.successors);
-        ctx.joined = false;
-        ctx.stats.rebalance_moves += 1;
-        self.requests.clear(ctx);
-        self.contacts.retain(|a| *a != via);
-        self.contacts.insert(0, via);
-        self.contacts.truncate(CONTACTS_MAX);
-        self.join_next = 0;
-        self.join_failures = 0;
-        self.join_started = ctx.now;
-        self.pointers_at_stabilize = (None, None);
-        self.rectify_waiting = None;
-        self.lost = LostPeers::default();
-        self.spares = Spares::default();
-        self.moved_at = Some(ctx.now);
-        self.left_ids.retain(|p| p.id != me.id);
-        self.left_ids.push(old);
-        if self.left_ids.len() > LEFT_IDS_MAX {
-            self.left_ids.remove(0);
-        }
-        ctx.timers.set(Periodic::Join, ctx.now);
-    }
-
-    /// A peer asks us something after we moved: it may take us for an identity we left (second-
-    /// hand lists and caches keep them), so it is told that that identity left before our answer,
-    /// which it would otherwise credit to the old id. Answers do not name the answerer, so this
-    /// holds as long as we live; once per [`RETELL_MS`] per peer and identity (its tombstone lasts
-    /// twice that).
-    pub fn tell_of_move(&mut self, ctx: &mut Ctx, from: SocketAddr) {
-        if self.left_ids.is_empty() {
-            return;
-        }
-        let now = ctx.now;
-        self.told_of_move
-            .retain(|(_, _, t)| now.ms_since(*t) < RETELL_MS);
-        for &old in &self.left_ids {
-            let told = self
-                .told_of_move
-                .iter()
-                .any(|(a, id, _)| *a == from && *id == old.id);
-            if told || self.told_of_move.len() >= TOLD_OF_MOVE_MAX {
-                continue;
-            }
-            self.told_of_move.push((from, old.id, now));
-            let leave = PeerMsg::Leave(Box::new(Departure {
-                node: old,
-                pred: None,
-                succs: Vec::new(),
-            }));
-            ctx.send(from, 0, leave);
-        }
-    }
-
-    // ----- lost neighbours, ring merge -----
-
-    /// Once per stabilize round, a lost neighbour that is due is asked to look our own id up. In
-    /// our ring it names us; a ring that split from ours (a partition that healed) names another
-    /// node, and the two rings then weave into one.
-    fn try_lost(&mut self, ctx: &mut Ctx) {
-        let trying = self.requests.any(|what| matches!(what, Rpc::Reunite));
-        if !ctx.joined || ctx.leaving || trying {
-            return;
-        }
-        let max_wait = LOST_RETRY_MAX_PERIODS * ctx.cfg.stabilize_interval_ms;
-        let Some(lost) = self.lost.take_due(ctx.now, max_wait) else {
-            return;
-        };
-        let me = ctx.ring.me.id;
-        let _ = routing::find_via(ctx, &mut self.requests, lost.addr, me, Rpc::Reunite);
-    }
-
-    /// A lost neighbour's ring answered our lookup of our own id. Naming us, it is our ring: the
-    /// neighbour is forgotten. Naming another node, it is another ring: we probe the named node and
-    /// its successors as successors of ours (each is adopted only once it answers), and tell the
-    /// named node we may be its predecessor; from there stabilize, notify and hints zip both rings
-    /// together, node by node, from both ends. The neighbour is tried again until its ring names us.
-    fn reunite_answered(&mut self, ctx: &mut Ctx, from: SocketAddr, target: Id, nodes: Vec<Peer>) {
-        let me = ctx.ring.me;
-        let Some(&owner) = nodes.first() else {
-            return;
-        };
-        let in_order = nodes
-            .windows(2)
-            .all(|w| target.distance_to(&w[0].id) < target.distance_to(&w[1].id));
-        if target != me.id || owner.addr != from || !in_order || !ctx.ids.all_fit(&nodes) {
-            return log_refused(ctx, from, "PEER FOUND", owner);
-        }
-        if owner.id == me.id {
-            self.lost.forget(from);
-            return;
-        }
-        log::info!(
-            "[{}] {} answers from another ring (it names {} for our id): merging",
-            ctx.short(),
-            from,
-            owner.addr
-        );
-        ctx.stats.ring_merges += 1;
-        for node in nodes.iter().filter(|p| p.id != me.id) {
-            self.probe_if_closer(ctx, *node, Origin::Hint);
-        }
-        ctx.send(owner.addr, 0, PeerMsg::PredecessorSet { node: me });
     }
 
     // ----- leaving -----

@@ -6,8 +6,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use voidphone_dht::balance::{self, Balance};
 use voidphone_dht::client::{self, ApiClient};
 use voidphone_dht::config::{Config, ConfigError};
+use voidphone_dht::id::Id;
 use voidphone_dht::load::{LoadSpec, Op};
 use voidphone_dht::reactor::{Reactor, RunningNode};
 
@@ -279,27 +281,62 @@ fn ring(mut p: lexopt::Parser) -> Res {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<10} {:<w$} {:<10} {:>8} {:>8} {:>10} {:>8} {:>3}",
-        "id", "p2p", "pred", "primary", "replica", "bytes", "refused", "ip"
+        "{:<10} {:<w$} {:<10} {:>8} {:>8} {:>10} {:>6} {:>8} {:>3}",
+        "id", "p2p", "pred", "primary", "replica", "bytes", "quota", "refused", "ip"
     )?;
     for n in &nodes {
         let pred = n.pred.map_or("-".to_string(), |p| p.id.short());
         let family = if n.node.addr.is_ipv4() { "v4" } else { "v6" };
         writeln!(
             out,
-            "{:<10} {:<w$} {:<10} {:>8} {:>8} {:>10} {:>8} {:>3}",
+            "{:<10} {:<w$} {:<10} {:>8} {:>8} {:>10} {:>5.1}% {:>8} {:>3}",
             n.node.id.short(),
             n.node.addr.to_string(),
             pred,
             n.values_primary,
             n.values_replica,
             n.bytes_stored,
+            100.0 * n.bytes_stored as f64 / n.bytes_max.max(1) as f64,
             n.refusals,
             family
         )?;
     }
     writeln!(out, "{} nodes", nodes.len())?;
+    write_balance(&mut out, &nodes)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How evenly the ring spreads its load: per node, relative to the mean, the range of ids it is
+/// responsible for, the values it holds as that node, and the bytes it stores.
+fn write_balance(out: &mut impl Write, nodes: &[client::NodeInfo]) -> std::io::Result<()> {
+    let mut ids: Vec<Id> = nodes.iter().map(|n| n.node.id).collect();
+    ids.sort();
+    let rows = [
+        ("range", Balance::of(&balance::ring_arcs(&ids))),
+        (
+            "primary values",
+            Balance::of_counts(
+                &nodes
+                    .iter()
+                    .map(|n| n.values_primary as u64)
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+        (
+            "bytes stored",
+            Balance::of_counts(&nodes.iter().map(|n| n.bytes_stored).collect::<Vec<_>>()),
+        ),
+    ];
+    for (what, b) in rows {
+        if let Some(b) = b {
+            writeln!(
+                out,
+                "{what:<15} per node / mean: 1st percentile {:.2}, 99th {:.2}, max {:.2}; {} of {} nodes hold none",
+                b.p1, b.p99, b.max, b.empty, b.nodes
+            )?;
+        }
+    }
+    Ok(())
 }
 
 const TESTNET_HELP: &str = "voidphone-dht testnet --nodes N [--threads T]   run N joined nodes on 127.0.0.1 until Ctrl-C\n  (a thread per node, or all of them sharing T threads)";

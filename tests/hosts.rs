@@ -928,10 +928,12 @@ fn slow_link() {
     for sample in [&fast_theirs, &slow_theirs] {
         assert_eq!(sample.wrong, 0, "GETs of the newcomer's keys");
     }
-    // A p99 below a quarter millisecond moves by itself on two busy cores: count it as 0.25 ms.
+    // Below a millisecond a p99 moves by itself on two cores shared with ten nodes (unlimited
+    // runs measured 0.10 to 0.69 ms): it counts as 1 ms. A slow link's queue (400 ms) would
+    // show far above that.
     let (p99_fast, p99_slow) = (fast_others.quantile_ms(0.99), slow_others.quantile_ms(0.99));
     assert!(
-        p99_slow <= 2.0 * p99_fast.max(0.25),
+        p99_slow <= 2.0 * p99_fast.max(1.0),
         "p99 {p99_slow:.2} ms with the slow link, {p99_fast:.2} ms without"
     );
     assert!(

@@ -14,6 +14,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -200,7 +201,7 @@ impl Lab {
     /// with `bridges` bridges; `None` (and the reason printed) where namespaces are not available.
     pub fn new(scenario: u8, bridges: usize) -> Option<Lab> {
         if let Some(why) = unavailable() {
-            eprintln!("SKIPPED: the multi-host tests {why}");
+            eprintln!("SKIPPED: multi-host test: {why}");
             return None;
         }
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -346,14 +347,24 @@ impl Lab {
             .append(true)
             .open(&log)
             .expect("log file");
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &h.ns, BIN, "-c"])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &h.ns, BIN, "-c"])
             .arg(&cfg_path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn ip netns exec");
+            .stderr(stderr);
+        // SAFETY: prctl is async-signal-safe and touches only the child. The node dies with the
+        // thread that started it, so an interrupted test (Ctrl-C, SIGKILL: no Drop) leaves no
+        // node running; `ip netns exec` execs the node, which keeps the setting.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("spawn ip netns exec");
         let mut line = String::new();
         let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
         let words: Vec<&str> = line.split_whitespace().collect();

@@ -461,9 +461,11 @@ impl Lab {
             "--p2p",
             &p2p,
         ]));
-        let addrs = out
+        // The node lines come between the header and "N nodes" (other lines may follow).
+        let listed = out
             .lines()
             .skip(1)
+            .take_while(|l| !l.ends_with(" nodes"))
             .filter_map(|l| {
                 let words: Vec<&str> = l.split_whitespace().collect();
                 let addr = words.get(1)?.parse().ok()?;
@@ -472,11 +474,9 @@ impl Lab {
             .collect();
         let count = out
             .lines()
-            .last()
-            .and_then(|l| l.strip_suffix(" nodes"))
-            .and_then(|n| n.parse().ok())
+            .find_map(|l| l.strip_suffix(" nodes")?.parse().ok())
             .unwrap_or_else(|| panic!("host {i}: ring output without a count:\n{out}"));
-        (addrs, count)
+        (listed, count)
     }
 
     /// Moves host `i`'s veth to bridge `b`: hosts on different bridges cannot reach each other.

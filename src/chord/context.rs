@@ -7,6 +7,7 @@
 use super::Output;
 use super::cache::PeerCache;
 use super::departed::Departed;
+use super::forwards::Forwards;
 use super::identity::Identities;
 use super::ring::Ring;
 use super::timers::{Periodic, Timers};
@@ -89,6 +90,11 @@ pub struct Stats {
     pub client_requests_refused: u64,
     /// What the driver refused (connections, rate limits, slow frames), as it last said.
     pub driver_refusals: u64,
+    /// PEER FINDs sent on for others (reroutes included); of those, found unreachable and sent on
+    /// again (or answered by us), and found unreachable with no hop left (see `forwards.rs`).
+    pub finds_forwarded: u64,
+    pub finds_rerouted: u64,
+    pub finds_given_up: u64,
 }
 
 pub(super) struct Ctx {
@@ -100,6 +106,8 @@ pub(super) struct Ctx {
     pub ids: Identities,
     /// Identities that announced their leave lately: not taken from second-hand lists.
     pub departed: Departed,
+    /// PEER FINDs forwarded for others lately, rerouted if their next hop is unreachable.
+    pub forwards: Forwards,
     /// Part of a ring (maintenance sets it).
     pub joined: bool,
     /// Handing values on before exiting (set by the leave input).
@@ -123,6 +131,7 @@ impl Ctx {
             cache: PeerCache::new(cfg.routing_cache_max),
             ids: Identities::new(cfg.id_slots_per_ip, cfg.test_trust_any_id),
             departed: Departed::default(),
+            forwards: Forwards::default(),
             cfg,
             joined: false,
             leaving: false,

@@ -22,6 +22,7 @@ mod cache;
 mod clients;
 mod context;
 mod departed;
+mod forwards;
 mod identity;
 mod lost;
 mod maintenance;
@@ -273,6 +274,8 @@ impl Node {
     fn on_peer_unreachable(&mut self, peer: SocketAddr) {
         let ctx = &mut self.ctx;
         self.maintenance.on_unreachable(ctx, peer);
+        // After maintenance: the dead peer is out of the ring view, so rerouted finds avoid it.
+        routing::on_unreachable(ctx, peer);
         self.clients.on_unreachable(ctx, &mut self.values, peer);
         self.values.on_unreachable(ctx, peer);
         self.repair.on_unreachable(ctx, peer);

@@ -409,18 +409,26 @@ fn ring_balance(sim: &Sim) -> Balance {
 
 /// Rebalancing (issue 11): a ring whose nodes all joined at once (their slot choices made on a
 /// stale view) is evened out by invitations and moves over 20 simulated minutes (20 s rebalance
-/// periods here), and no value is lost while nodes move.
+/// periods here), and no value is lost while nodes move. `REBALANCE_NODES` and `REBALANCE_MINUTES`
+/// scale it (the note's N = 1000 hour: `REBALANCE_NODES=1000 REBALANCE_MINUTES=60`).
 #[test]
 fn rebalancing_evens_a_ring_formed_at_once_and_loses_nothing() {
     use bytes::Bytes;
     use voidphone_dht::wire::api::{ApiReply, ApiRequest};
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (nodes, minutes) = (env("REBALANCE_NODES", 128), env("REBALANCE_MINUTES", 20));
     let seed = seed_from_env(900);
     let mut cfg = Sim::default_node_config();
     cfg.rebalance_interval_ms = 20_000;
     let mut sim = Sim::new(seed, cfg, NetConfig::default());
     sim.check_every_event = false;
-    sim.grow(128, 1_000);
-    converge(&mut sim, 300_000);
+    sim.grow(nodes as usize, 1_000);
+    converge(&mut sim, 600_000);
     let before = ring_balance(&sim);
     const VALUES: u64 = 300;
     let addrs: Vec<_> = sim.nodes.keys().copied().collect();
@@ -433,8 +441,8 @@ fn rebalancing_evens_a_ring_formed_at_once_and_loses_nothing() {
         };
         sim.client_request(addrs[i as usize % addrs.len()], i, put);
     }
-    sim.run_for(20 * 60_000);
-    let healed = converge(&mut sim, 300_000);
+    sim.run_for(minutes * 60_000);
+    let healed = converge(&mut sim, 600_000);
     let after = ring_balance(&sim);
     let moves: u64 = sim
         .nodes
@@ -458,9 +466,9 @@ fn rebalancing_evens_a_ring_formed_at_once_and_loses_nothing() {
         })
         .count();
     eprintln!(
-        "128 nodes joined within 1 s: range/mean p99 {:.2} max {:.2} p1 {:.3}; after 20 min of \
-         rebalancing ({moves} moves, ring ideal {healed} ms later): p99 {:.2} max {:.2} p1 {:.3}; \
-         {right} of {VALUES} values read right",
+        "{nodes} nodes joined within 1 s: range/mean p99 {:.2} max {:.2} p1 {:.3}; after {minutes} \
+         min of rebalancing ({moves} moves, ring ideal {healed} ms later): p99 {:.2} max {:.2} p1 \
+         {:.3}; {right} of {VALUES} values read right",
         before.p99, before.max, before.p1, after.p99, after.max, after.p1
     );
     assert_eq!(

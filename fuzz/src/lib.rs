@@ -422,7 +422,7 @@ impl World {
 
     /// Any message, as a peer could send it.
     pub fn msg(&self, s: &mut Src) -> PeerMsg {
-        match s.below(19) {
+        match s.below(23) {
             0 => PeerMsg::StorageGet { key: self.key(s) },
             1 => PeerMsg::StoragePut {
                 ttl_ms: self.ttl_ms(s),
@@ -489,6 +489,16 @@ impl World {
                 succs: self.peers(s, false),
             })),
             17 => PeerMsg::InfoGet,
+            18 => PeerMsg::PredecessorsGet,
+            19 => PeerMsg::Predecessors {
+                preds: self.peers(s, false),
+            },
+            20 => PeerMsg::Spare {
+                holder: self.peer(s),
+                pred: self.id(s),
+                succ: self.id(s),
+            },
+            21 => PeerMsg::Invite { slot: s.u8() % 10 },
             _ => PeerMsg::InfoReply(Box::new(NodeInfo {
                 node: self.peer(s),
                 pred: self.opt_peer(s),
@@ -496,6 +506,7 @@ impl World {
                 values_primary: s.u32(),
                 values_replica: s.u32(),
                 bytes_stored: s.u64(),
+                bytes_max: s.u64(),
                 refusals: s.u64(),
             })),
         }
@@ -522,6 +533,9 @@ impl World {
             PeerMsg::PredecessorGet => PeerMsg::PredecessorReply {
                 pred: self.opt_peer(s),
                 succs: self.peers(s, false),
+            },
+            PeerMsg::PredecessorsGet => PeerMsg::Predecessors {
+                preds: self.peers(s, false),
             },
             PeerMsg::PeerFind { target, .. } => {
                 let nodes = if honest {
@@ -575,6 +589,7 @@ impl World {
                 values_primary: 0,
                 values_replica: 0,
                 bytes_stored: 0,
+                bytes_max: 0,
                 refusals: 0,
             })),
             _ => PeerMsg::Pong,
@@ -674,6 +689,13 @@ pub fn core(data: &[u8]) -> usize {
     }
     if flags & 2 != 0 {
         cfg.node_id = Some(s.id32());
+    }
+    if flags & 4 != 0 {
+        // Rebalancing on: SPARE and INVITE may move the node to another slot.
+        cfg.rebalance_interval_ms = 1000 + s.below(5000) as u64;
+    }
+    if flags & 8 != 0 {
+        cfg.id_slot = Some(s.below(8) as u8);
     }
     let (lookup_timeout_ms, request_timeout_ms) = (cfg.lookup_timeout_ms, cfg.request_timeout_ms);
     let node = Node::new(cfg, me_addr(), s.u64(), Time::ZERO);

@@ -123,17 +123,20 @@ pub fn node_info(addr: SocketAddr, timeout: Duration) -> io::Result<NodeInfo> {
     }
 }
 
-/// Walks the ring from `start` along successor pointers until it comes back (or `max` nodes).
+/// Walks the ring from `start` along successor pointers until it reaches a node walked already (or
+/// `max` nodes).
 /// A node that does not answer is skipped through the previous node's successor list.
 pub fn walk_ring(start: SocketAddr, max: usize, timeout: Duration) -> io::Result<Vec<NodeInfo>> {
     let first = node_info(start, timeout)?;
-    let first_addr = first.node.addr;
+    let mut seen = std::collections::HashSet::from([first.node.addr]);
     let mut out = vec![first];
     while out.len() < max {
         let last = out.last().unwrap();
         let mut next = None;
         for s in &last.succs {
-            if s.addr == first_addr {
+            // Back at a node already walked: the ring is closed (started from a node nobody
+            // points to, the walk closes on the cycle it leads into).
+            if seen.contains(&s.addr) {
                 return Ok(out);
             }
             if let Ok(info) = node_info(s.addr, timeout) {
@@ -142,7 +145,10 @@ pub fn walk_ring(start: SocketAddr, max: usize, timeout: Duration) -> io::Result
             }
         }
         match next {
-            Some(info) => out.push(info),
+            Some(info) => {
+                seen.insert(info.node.addr);
+                out.push(info)
+            }
             None => return Ok(out),
         }
     }

@@ -623,7 +623,7 @@ const REPAIR_BOUND: Duration = Duration::from_secs(30);
 /// `REPAIR_BOUND` every value (before and during the split) must read right from every host,
 /// the keys written on both sides as side B's write.
 #[test]
-#[ignore = "needs the ring-merge mechanism"]
+#[ignore = "the rings merge (28-29 s) and every value written before and during the split reads right, but a key written on both sides keeps the earlier write where the later one sits only on nodes past the merged ring's holders (about 1 key in 8): repair does not yet pull newer versions from non-holders"]
 fn partition_and_heal() {
     let Some(mut lab) = Lab::new(3, 2) else {
         return;
@@ -971,7 +971,6 @@ fn slow_link() {
 /// join: none of the 2 peers known answered" and stays without a successor (60 s and more);
 /// 1794 of 3600 reads fail, each after ~4.9 s.
 #[test]
-#[ignore = "a node restarted in place on the same address does not complete its join"]
 fn restart_in_place() {
     let Some(mut lab) = Lab::new(8, 1) else {
         return;

@@ -313,6 +313,7 @@ impl Node {
                     RingEvent::NewPredecessor { old, new } => {
                         let from = old.map_or(self.ctx.me().id, |p| p.id);
                         self.values.hand_off(&mut self.ctx, from, new);
+                        self.repair.deep_soon(&mut self.ctx);
                     }
                     RingEvent::PredecessorLeft => self.repair.soon(&mut self.ctx),
                     RingEvent::Move { slot, via } => {

@@ -54,7 +54,15 @@ pub(super) struct Repair {
     requests: Requests<Rpc>,
     /// Bytes this round may still push.
     budget: usize,
+    /// The next round also asks the successors past the holders (see [`DEEP`]).
+    deep: bool,
 }
+
+/// SYNC `index` bit 7: "list every key you hold in the range, with its version" (no summary). Sent
+/// to successors past a range's holders in the round after our predecessor changed: after two rings
+/// merge (a healed partition) the later write of a key written on both sides may sit only on a node
+/// that is no longer one of its holders; the responsible node pulls what is newer than its own.
+pub const DEEP: u8 = 0x80;
 
 impl Repair {
     pub fn new(ctx: &mut Ctx) -> Repair {
@@ -62,6 +70,7 @@ impl Repair {
         Repair {
             requests: Requests::new(Part::Repair, ctx.cfg.pending_requests_max),
             budget: 0,
+            deep: false,
         }
     }
 
@@ -70,6 +79,13 @@ impl Repair {
     }
 
     /// A range became ours (our predecessor left): repair it soon rather than at the next round.
+    /// Our predecessor changed (a join or a merge): the next round, soon, also lists what the
+    /// successors past the holders keep.
+    pub fn deep_soon(&mut self, ctx: &mut Ctx) {
+        self.deep = true;
+        self.soon(ctx);
+    }
+
     pub fn soon(&mut self, ctx: &mut Ctx) {
         let at = ctx.now + ctx.cfg.stabilize_interval_ms;
         ctx.timers.set(Periodic::Repair, at);
@@ -98,6 +114,27 @@ impl Repair {
             .take(copies.unwrap_or(1) as usize - 1)
             .copied()
             .collect();
+        if std::mem::take(&mut self.deep) {
+            let beyond = ctx.ring.succs().iter().enumerate();
+            let beyond: Vec<(usize, Peer)> = beyond
+                .skip(holders.len())
+                .take((ctx.cfg.replication_max as usize).saturating_sub(holders.len()))
+                .map(|(i, p)| (i, *p))
+                .collect();
+            for (index, holder) in beyond {
+                let msg = PeerMsg::Sync {
+                    from: pred.id,
+                    to: me.id,
+                    index: index as u8 | DEEP,
+                    buckets: vec![(0, 0); SYNC_BUCKETS],
+                };
+                ctx.stats.repair_messages += 1;
+                let index = index | DEEP as usize;
+                let _ = self
+                    .requests
+                    .send(ctx, holder.addr, msg, Rpc::Sync { holder, index });
+            }
+        }
         for (index, holder) in holders.into_iter().enumerate() {
             let msg = PeerMsg::Sync {
                 from: pred.id,
@@ -134,6 +171,15 @@ impl Repair {
         };
         let range = (range_from, range_to);
         let storage = values.storage();
+        if index & DEEP != 0 {
+            let keys: Vec<(Key, u64)> = storage
+                .range(range.0, range.1, ctx.now)
+                .map(|(k, s)| (k, s.version))
+                .take(SYNC_KEYS_MAX)
+                .collect();
+            let differing = if keys.is_empty() { 0 } else { u64::MAX };
+            return ctx.send(from, request, PeerMsg::SyncReply { differing, keys });
+        }
         let ours = summary(storage, range, index as usize, ctx.now);
         let differing = (0..SYNC_BUCKETS)
             .filter(|&b| ours[b] != theirs[b])

@@ -196,13 +196,7 @@ impl Node {
     fn on_peer_frame(&mut self, from: SocketAddr, frame: Frame) {
         let Frame { request, msg } = frame;
         let ctx = &mut self.ctx;
-        if matches!(
-            msg,
-            PeerMsg::PredecessorGet
-                | PeerMsg::PredecessorsGet
-                | PeerMsg::Ping
-                | PeerMsg::PredecessorSet { .. }
-        ) {
+        if asks_for_ring_pointers(&msg) {
             self.maintenance.tell_of_move(ctx, from);
         }
         match msg {
@@ -467,4 +461,16 @@ pub fn drain(node: &mut Node, out: &mut impl Outputs) {
             Output::ClientDone { client } => out.client_done(client),
         }
     }
+}
+
+/// Does a peer sending `msg` take the receiver for a ring neighbour (it may credit the answer to an
+/// identity the receiver left: see `Maintenance::tell_of_move`)?
+fn asks_for_ring_pointers(msg: &PeerMsg) -> bool {
+    matches!(
+        msg,
+        PeerMsg::PredecessorGet
+            | PeerMsg::PredecessorsGet
+            | PeerMsg::Ping
+            | PeerMsg::PredecessorSet { .. }
+    )
 }

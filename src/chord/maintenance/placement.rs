@@ -58,12 +58,7 @@ impl Maintenance {
         slot: u8,
         found: (Id, Vec<Peer>),
     ) {
-        let (target, nodes) = found;
-        let id = Id::of_addr_slot(ctx.ring.me.addr, slot);
-        let owner = nodes
-            .first()
-            .copied()
-            .filter(|o| target == id && o.addr == from && ctx.ids.fits(o));
+        let owner = slot_owner(ctx, from, slot, found);
         if let (Some(owner), Some(choice)) = (owner, self.slot_choice.as_mut()) {
             choice.answered = true;
             choice.pending -= 1;
@@ -161,14 +156,10 @@ impl Maintenance {
         slot: u8,
         found: (Id, Vec<Peer>),
     ) {
-        let (target, nodes) = found;
         let me = ctx.ring.me;
-        let Some(owner) = nodes.first().filter(|o| o.addr == from && o.id != me.id) else {
+        let Some(owner) = slot_owner(ctx, from, slot, found).filter(|o| o.id != me.id) else {
             return;
         };
-        if target != Id::of_addr_slot(me.addr, slot) || !ctx.ids.fits(owner) {
-            return;
-        }
         let (Some(pred), Some(succ)) = (ctx.ring.pred, ctx.ring.succs().first()) else {
             return;
         };
@@ -230,13 +221,7 @@ impl Maintenance {
         slot: u8,
         found: (Id, Vec<Peer>),
     ) {
-        let (target, nodes) = found;
-        let id = Id::of_addr_slot(ctx.ring.me.addr, slot);
-        if let Some(&owner) = nodes.first()
-            && target == id
-            && owner.addr == from
-            && ctx.ids.fits(&owner)
-        {
+        if let Some(owner) = slot_owner(ctx, from, slot, found) {
             let what = Rpc::MovePred { slot, succ: owner };
             self.ask(ctx, from, PeerMsg::PredecessorGet, what);
         }
@@ -332,4 +317,15 @@ impl Maintenance {
             ctx.send(from, 0, leave);
         }
     }
+}
+
+/// The node a PEER FOUND for our slot id `slot` names responsible, if the answer is for that id and
+/// comes from that node itself, with an id its address may hold.
+fn slot_owner(ctx: &mut Ctx, from: SocketAddr, slot: u8, found: (Id, Vec<Peer>)) -> Option<Peer> {
+    let (target, nodes) = found;
+    let id = Id::of_addr_slot(ctx.ring.me.addr, slot);
+    nodes
+        .first()
+        .copied()
+        .filter(|o| target == id && o.addr == from && ctx.ids.fits(o))
 }

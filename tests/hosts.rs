@@ -941,12 +941,13 @@ fn slow_link() {
     for sample in [&fast_theirs, &slow_theirs] {
         assert_eq!(sample.wrong, 0, "GETs of the newcomer's keys");
     }
-    // Below a millisecond a p99 moves by itself on two cores shared with ten nodes (unlimited
-    // runs measured 0.10 to 0.69 ms): it counts as 1 ms. A slow link's queue (400 ms) would
-    // show far above that.
+    // The p99s are printed above for the note (measured: 0.13-2.35 ms limited, 0.12-2.2 ms
+    // unlimited). A millisecond-level comparison is noise on two cores shared with ten nodes (one
+    // CI run saw 4.8 ms against 0.9 ms), so the assertion is a coarse one: other hosts' reads never
+    // wait on the slow link's queue (400 ms).
     let (p99_fast, p99_slow) = (fast_others.quantile_ms(0.99), slow_others.quantile_ms(0.99));
     assert!(
-        p99_slow <= 2.0 * p99_fast.max(1.0),
+        p99_slow <= 2.0 * p99_fast.max(25.0),
         "p99 {p99_slow:.2} ms with the slow link, {p99_fast:.2} ms without"
     );
     assert!(

@@ -670,18 +670,7 @@ impl Maintenance {
                 self.slot_found(ctx, from, slot, (target, nodes))
             }
             (Rpc::SlotPred { slot, succ }, PeerMsg::PredecessorReply { pred, .. }) => {
-                let pred = pred.filter(|p| ctx.ids.fits(p)).map_or(succ.id, |p| p.id);
-                let id = Id::of_addr_slot(ctx.ring.me.addr, slot);
-                let found = Candidate {
-                    slot,
-                    id,
-                    pred,
-                    succ: succ.id,
-                };
-                if let Some(choice) = self.slot_choice.as_mut() {
-                    choice.pending = choice.pending.saturating_sub(1);
-                }
-                self.slot_answered(ctx, Some(found))
+                self.slot_pred_answered(ctx, slot, succ, pred)
             }
             (Rpc::SpareFind { slot }, PeerMsg::PeerFound { target, nodes, .. }) => {
                 self.spare_found(ctx, from, slot, (target, nodes))
@@ -690,7 +679,6 @@ impl Maintenance {
                 self.move_found(ctx, from, slot, (target, nodes))
             }
             (Rpc::MovePred { slot, succ }, PeerMsg::PredecessorReply { pred, .. }) => {
-                let pred = pred.filter(|p| ctx.ids.fits(p)).map_or(succ.id, |p| p.id);
                 self.move_checked(ctx, slot, pred, succ)
             }
             (Rpc::Reunite, PeerMsg::PeerFound { target, nodes, .. }) => {
@@ -709,13 +697,7 @@ impl Maintenance {
                 self.candidate_answered(ctx, candidate, reply)
             }
             (Rpc::CheckPredecessor, PeerMsg::Predecessors { preds }) => {
-                if ctx.ring.pred.is_some_and(|p| p.addr == from) {
-                    self.pred_heard = ctx.now;
-                    // Identities are checked; order is checked by `pred_chain` on every use.
-                    if ctx.ids.all_fit(&preds) {
-                        ctx.ring.set_far_preds(preds, pred_chain_len(ctx));
-                    }
-                }
+                self.predecessors_answered(ctx, from, preds)
             }
             (Rpc::Rectify, PeerMsg::Pong) => self.rectify_answered(ctx, from),
             (Rpc::Confirm, PeerMsg::Pong) => ctx.ring.heard_from(from),
@@ -728,6 +710,17 @@ impl Maintenance {
                     other.msg_type()
                 );
                 self.gave_up(ctx, what, from);
+            }
+        }
+    }
+
+    /// Our predecessor answered the periodic check: it lives, and these precede it.
+    fn predecessors_answered(&mut self, ctx: &mut Ctx, from: SocketAddr, preds: Vec<Peer>) {
+        if ctx.ring.pred.is_some_and(|p| p.addr == from) {
+            self.pred_heard = ctx.now;
+            // Identities are checked; order is checked by `pred_chain` on every use.
+            if ctx.ids.all_fit(&preds) {
+                ctx.ring.set_far_preds(preds, pred_chain_len(ctx));
             }
         }
     }

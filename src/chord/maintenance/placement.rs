@@ -80,6 +80,27 @@ impl Maintenance {
         self.slot_failed(ctx);
     }
 
+    /// The node found for a slot id told its predecessor: the range the slot id would split.
+    pub(super) fn slot_pred_answered(
+        &mut self,
+        ctx: &mut Ctx,
+        slot: u8,
+        succ: Peer,
+        pred: Option<Peer>,
+    ) {
+        let pred = pred.filter(|p| ctx.ids.fits(p)).map_or(succ.id, |p| p.id);
+        let found = Candidate {
+            slot,
+            id: Id::of_addr_slot(ctx.ring.me.addr, slot),
+            pred,
+            succ: succ.id,
+        };
+        if let Some(choice) = self.slot_choice.as_mut() {
+            choice.pending = choice.pending.saturating_sub(1);
+        }
+        self.slot_answered(ctx, Some(found))
+    }
+
     pub(super) fn slot_failed(&mut self, ctx: &mut Ctx) {
         if let Some(choice) = self.slot_choice.as_mut() {
             choice.pending = choice.pending.saturating_sub(1);
@@ -229,7 +250,8 @@ impl Maintenance {
 
     /// Where the invited slot id lands is known: move when it is a gain (`balance::best_move`,
     /// which counts our leaving too). The shell hands our values on, then [`Self::move_to`].
-    pub(super) fn move_checked(&mut self, ctx: &mut Ctx, slot: u8, pred: Id, succ: Peer) {
+    pub(super) fn move_checked(&mut self, ctx: &mut Ctx, slot: u8, pred: Option<Peer>, succ: Peer) {
+        let pred = pred.filter(|p| ctx.ids.fits(p)).map_or(succ.id, |p| p.id);
         let me = ctx.ring.me;
         let (Some(my_pred), Some(my_succ)) = (ctx.ring.pred, ctx.ring.succs().first().copied())
         else {

@@ -115,6 +115,36 @@ fn small_rings_form_and_survive_a_crash() {
     }
 }
 
+/// An operator's restart in place, after a crash or a graceful leave: the same identity comes
+/// back on the same address at once. Its neighbours may still point at it (a crash) or may have
+/// been told of it again by the leaving process; either way it must get back into the ring.
+#[test]
+fn a_node_restarted_in_place_gets_back_into_the_ring() {
+    for graceful in [false, true] {
+        let seed = seed_from_env(if graceful { 31 } else { 30 });
+        let mut cfg = Sim::default_node_config();
+        cfg.id_slot = Some(0);
+        let mut sim = Sim::new(seed, cfg, NetConfig::default());
+        sim.grow(8, 1_000);
+        converge(&mut sim, 120_000);
+        let addrs: Vec<SocketAddr> = sim.nodes.keys().copied().collect();
+        let (victim, via) = (addrs[3], addrs[0]);
+        if graceful {
+            sim.leave(victim);
+            let gone = sim.run_until_cond(10, 3_000, |s| !s.nodes.contains_key(&victim));
+            assert!(gone.is_some(), "seed {seed}: the hand-off never finished");
+        }
+        // Its neighbours point at the returning node while it has no successor yet.
+        sim.check_every_event = false;
+        sim.restart(victim, via);
+        let took = converge(&mut sim, 60_000);
+        eprintln!("[restart] graceful {graceful}: ideal ring {took} ms after the restart");
+        // Back within a few stabilize periods (1 s here) plus a request timeout or two.
+        assert!(took <= 20_000, "seed {seed}: {took} ms");
+        probe_all(&mut sim, 50);
+    }
+}
+
 #[test]
 fn a_fifth_of_the_nodes_crashing_at_once_heals_and_lookups_stay_right() {
     let seed = seed_from_env(77);

@@ -151,6 +151,12 @@ impl Ctx {
         self.ring.me
     }
 
+    /// Joined and not leaving: only then do we answer the checks by which neighbours keep us
+    /// in their ring view (a restarted process on a stale identity must let them time out).
+    pub fn in_ring(&self) -> bool {
+        self.joined && !self.leaving
+    }
+
     /// Our short id, for logs (one process may run thousands of nodes).
     pub fn short(&self) -> String {
         self.ring.me.id.short()

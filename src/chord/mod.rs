@@ -49,7 +49,7 @@ use timers::Periodic;
 use values::Values;
 
 pub use context::Stats;
-pub use maintenance::{REQUESTS_MAX as MAINTENANCE_REQUESTS_MAX, SENDS_PER_ROUND};
+pub use maintenance::{REQUESTS_MAX as MAINTENANCE_REQUESTS_MAX, SENDS_PER_ROUND, WarmTables};
 pub use routing::HOPS_MAX;
 
 /// Names one API client connection; chosen by the driver, opaque to the core.
@@ -211,6 +211,11 @@ impl Node {
                 node.id.short(),
                 node.addr
             ),
+            // Outside a ring we keep silent to the membership checks: a neighbour that still
+            // points at our identity (we crashed or left and came back) drops it on the timeout
+            // instead of routing our own join back to us.
+            PeerMsg::Ping | PeerMsg::PredecessorGet | PeerMsg::PredecessorsGet
+                if !ctx.in_ring() => {}
             PeerMsg::Ping => ctx.send(from, request, PeerMsg::Pong),
             PeerMsg::InfoGet => {
                 let info = self.values.info(ctx);
@@ -283,6 +288,9 @@ impl Node {
                 continue;
             }
             match timer {
+                // A leaver only hands its values on: a stabilize round would notify its successor
+                // and have the LEAVE'd identity adopted again.
+                _ if self.ctx.leaving => {}
                 Periodic::Repair => self.repair.on_timer(&mut self.ctx, &self.values),
                 _ => self.maintenance.on_timer(&mut self.ctx, timer),
             }
@@ -367,6 +375,16 @@ impl Node {
 
     pub fn stats(&self) -> &Stats {
         &self.ctx.stats
+    }
+
+    /// Installs converged tables at once (a simulator's warm start), before any input.
+    pub fn warm_start(&mut self, tables: WarmTables) {
+        self.maintenance.warm_start(&mut self.ctx, tables);
+    }
+
+    /// True once a leave has started.
+    pub fn leaving(&self) -> bool {
+        self.ctx.leaving
     }
 
     /// True once a leave has started and every value handed on is acknowledged (or timed out).

@@ -56,10 +56,15 @@ pub(super) struct Repair {
     budget: usize,
     /// The next round also asks the successors past the holders (see [`DEEP`]).
     deep: bool,
+    /// The successors a round may ask (holders and past them), as the last round saw them: a
+    /// round that finds them changed goes deep too, so the deep round after a merge sees the
+    /// list complete, however many rounds the merge takes to settle.
+    last_asked: Vec<SocketAddr>,
 }
 
 /// SYNC `index` bit 7: "list every key you hold in the range, with its version" (no summary). Sent
-/// to successors past a range's holders in the round after our predecessor changed: after two rings
+/// to successors past a range's holders in the round after our predecessor or the successors a
+/// round asks changed: after two rings
 /// merge (a healed partition) the later write of a key written on both sides may sit only on a node
 /// that is no longer one of its holders; the responsible node pulls what is newer than its own.
 pub const DEEP: u8 = 0x80;
@@ -71,6 +76,7 @@ impl Repair {
             requests: Requests::new(Part::Repair, ctx.cfg.pending_requests_max),
             budget: 0,
             deep: false,
+            last_asked: Vec::new(),
         }
     }
 
@@ -114,7 +120,15 @@ impl Repair {
             .take(copies.unwrap_or(1) as usize - 1)
             .copied()
             .collect();
-        if std::mem::take(&mut self.deep) {
+        let asked = ctx
+            .ring
+            .succs()
+            .iter()
+            .take(ctx.cfg.replication_max as usize);
+        let asked: Vec<SocketAddr> = asked.map(|p| p.addr).collect();
+        let changed = asked != self.last_asked;
+        self.last_asked = asked;
+        if std::mem::take(&mut self.deep) || changed {
             let beyond = ctx.ring.succs().iter().enumerate();
             let beyond: Vec<(usize, Peer)> = beyond
                 .skip(holders.len())

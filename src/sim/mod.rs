@@ -7,6 +7,7 @@
 //! pieces that arrive separately, and is decoded on arrival with the reactor's frame size limit.
 
 pub mod oracle;
+mod warm;
 
 use crate::chord::{self, ClientId, Collected, Input, Node, Transmit};
 use crate::config::NodeConfig;
@@ -313,6 +314,23 @@ impl Sim {
         self.nodes.remove(&addr);
     }
 
+    /// An operator's restart in place: the process at `addr` is gone at once (whatever it still
+    /// had to send is lost, as with a crash) and a fresh node starts on the same address, joining
+    /// through `bootstrap`; with a pinned `id_slot` it comes back as the same identity.
+    pub fn restart(&mut self, addr: SocketAddr, bootstrap: SocketAddr) {
+        self.nodes.remove(&addr);
+        let mut cfg = self.node_cfg.clone();
+        cfg.bootstrap = vec![bootstrap];
+        let node = Node::new(cfg, addr, self.rng.next_u64(), self.now);
+        let sim_node = SimNode {
+            node,
+            wake: None,
+            recording: None,
+        };
+        self.nodes.insert(addr, sim_node);
+        self.after_handle(addr);
+    }
+
     /// Graceful leave: the node hands its values on and tells its neighbours, and is gone once the
     /// hand-off is acknowledged (or after 3 s, like the reactor).
     pub fn leave(&mut self, addr: SocketAddr) {
@@ -430,7 +448,10 @@ impl Sim {
                 self.input(at, Input::Timeout);
             }
             Event::Gone { at } => {
-                self.nodes.remove(&at);
+                // Not a node restarted on the address meanwhile.
+                if self.nodes.get(&at).is_some_and(|n| n.node.leaving()) {
+                    self.nodes.remove(&at);
+                }
             }
             Event::Client { at, client, req } => {
                 self.hash_event(4, at, client);

@@ -562,7 +562,7 @@ impl Lab {
             let _ = ip(&["link", "del", b]);
         }
         remove_everything(&self.prefix());
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("VDHT_KEEP_LOGS").is_some() {
             eprintln!("node logs kept in {}", self.dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);

@@ -78,6 +78,16 @@ enum Rpc {
     Rectify,
 }
 
+/// What a warm start installs ([`Maintenance::warm_start`]).
+pub struct WarmTables {
+    pub pred: Peer,
+    pub succs: Vec<Peer>,
+    /// Our predecessor's predecessors, nearest first.
+    pub far_preds: Vec<Peer>,
+    /// (finger index, node): the successor of `me + 2^index`.
+    pub fingers: Vec<(usize, Peer)>,
+}
+
 /// Why a candidate successor is probed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Origin {
@@ -349,6 +359,23 @@ impl Maintenance {
             ctx.ring.successor().addr
         );
         self.stabilize(ctx);
+    }
+
+    /// A simulator's warm start: the tables a converged ring gives us, every entry taken as
+    /// heard from (the papers' simulators start their experiments the same way).
+    pub fn warm_start(&mut self, ctx: &mut Ctx, tables: WarmTables) {
+        ctx.joined = true;
+        ctx.ring.pred = Some(tables.pred);
+        self.pred_heard = ctx.now;
+        ctx.ring.set_succs(tables.succs);
+        for p in ctx.ring.succs().to_vec() {
+            ctx.ring.heard_from(p.addr);
+        }
+        ctx.ring
+            .set_far_preds(tables.far_preds, pred_chain_len(ctx));
+        for (i, p) in tables.fingers {
+            ctx.ring.set_finger(i, p);
+        }
     }
 
     // ----- stabilize -----
@@ -685,6 +712,11 @@ impl Maintenance {
                 self.reunite_answered(ctx, from, target, nodes)
             }
             (Rpc::Stabilize, PeerMsg::PredecessorReply { pred, succs }) => {
+                // Our successor applies its own tombstones: it names a departed identity again
+                // only once that spoke to it itself (a node back after a leave).
+                for p in pred.iter().chain(&succs) {
+                    ctx.departed.revive(p);
+                }
                 let reply = believable(ctx, pred, succs);
                 self.successor_answered(ctx, from, reply)
             }

@@ -24,6 +24,7 @@ pub const PREDECESSORS_GET: u16 = 1008;
 pub const PREDECESSORS: u16 = 1009;
 pub const SPARE: u16 = 1010;
 pub const INVITE: u16 = 1011;
+pub const FIND_TAKEN: u16 = 1012;
 pub const PEER_FIND: u16 = 1051;
 pub const PEER_FOUND: u16 = 1052;
 pub const PREDECESSOR_GET: u16 = 1053;
@@ -141,6 +142,9 @@ pub enum PeerMsg {
     SuccessorHint {
         node: Peer,
     },
+    /// "Your PEER FIND (same request id) reached me and goes on from here": the per-hop
+    /// acknowledgement a forwarder waits for before it reroutes the find (`chord::forwards`).
+    FindTaken,
     /// First message on every connection a node opens: who is speaking.
     Hello {
         node: Peer,
@@ -210,6 +214,7 @@ impl PeerMsg {
             PeerMsg::StorageFailure { .. } => STORAGE_FAILURE,
             PeerMsg::PeerFind { .. } => PEER_FIND,
             PeerMsg::PeerFound { .. } => PEER_FOUND,
+            PeerMsg::FindTaken => FIND_TAKEN,
             PeerMsg::PredecessorGet => PREDECESSOR_GET,
             PeerMsg::PredecessorReply { .. } => PREDECESSOR_REPLY,
             PeerMsg::PredecessorsGet => PREDECESSORS_GET,

@@ -422,7 +422,7 @@ impl World {
 
     /// Any message, as a peer could send it.
     pub fn msg(&self, s: &mut Src) -> PeerMsg {
-        match s.below(23) {
+        match s.below(24) {
             0 => PeerMsg::StorageGet { key: self.key(s) },
             1 => PeerMsg::StoragePut {
                 ttl_ms: self.ttl_ms(s),
@@ -499,6 +499,8 @@ impl World {
                 succ: self.id(s),
             },
             21 => PeerMsg::Invite { slot: s.u8() % 10 },
+            // Last, so the corpus's earlier choices keep their meaning.
+            23 => PeerMsg::FindTaken,
             _ => PeerMsg::InfoReply(Box::new(NodeInfo {
                 node: self.peer(s),
                 pred: self.opt_peer(s),

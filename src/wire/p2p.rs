@@ -127,6 +127,7 @@ fn encode_body(msg: &PeerMsg, out: &mut BytesMut) {
         | PeerMsg::PredecessorsGet
         | PeerMsg::Ping
         | PeerMsg::Pong
+        | PeerMsg::FindTaken
         | PeerMsg::InfoGet => {}
         PeerMsg::Predecessors { preds } => put_peers(out, preds),
         PeerMsg::Spare { holder, pred, succ } => {
@@ -314,6 +315,7 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
                 nodes,
             }
         }
+        FIND_TAKEN => PeerMsg::FindTaken,
         PREDECESSOR_GET => PeerMsg::PredecessorGet,
         PREDECESSORS_GET => PeerMsg::PredecessorsGet,
         PREDECESSORS => PeerMsg::Predecessors {
@@ -508,6 +510,7 @@ mod tests {
                 hops: 2,
                 nodes: vec![peer(1, 1), Peer { id: k, addr: v6 }],
             },
+            PeerMsg::FindTaken,
             PeerMsg::PredecessorGet,
             PeerMsg::PredecessorReply {
                 pred: None,
@@ -599,6 +602,46 @@ mod tests {
                 0x56, 0x50, 0x44, 0x48, 0, 0, 0, 18, 0x04, 0x21, 1, 2, 3, 4, 5, 6, 7, 8
             ]
         );
+    }
+
+    #[test]
+    fn find_taken_is_a_bare_header_and_anything_else_is_refused() {
+        let mut b = BytesMut::new();
+        let len = Frame::new(0x0102030405060708, PeerMsg::FindTaken).encode(&mut b);
+        assert_eq!(len, HEADER_BYTES);
+        assert_eq!(
+            &b[..],
+            &[
+                0x56, 0x50, 0x44, 0x48, 0, 0, 0, 18, 0x03, 0xf4, 1, 2, 3, 4, 5, 6, 7, 8
+            ]
+        );
+        // A body of any length is a layout mismatch.
+        for extra in [1usize, 8, 300] {
+            let mut long = header(MAGIC, (18 + extra) as u32, FIND_TAKEN);
+            long.put_slice(&vec![0; extra]);
+            assert_eq!(
+                decode_frame(&mut long, MAX),
+                Err(P2pError::Malformed {
+                    msg_type: FIND_TAKEN
+                })
+            );
+        }
+        // Short, or larger than the limit, it is refused from its header.
+        assert_eq!(
+            decode_frame(&mut header(MAGIC, 10, FIND_TAKEN), MAX),
+            Err(P2pError::SizeBelowHeader { size: 10 })
+        );
+        assert_eq!(
+            decode_frame(&mut header(MAGIC, 70_001, FIND_TAKEN), MAX),
+            Err(P2pError::FrameTooLarge {
+                size: 70_001,
+                max: MAX
+            })
+        );
+        // A header cut short waits for the rest.
+        for cut in 0..b.len() {
+            assert_eq!(decode_frame(&mut BytesMut::from(&b[..cut]), MAX), Ok(None));
+        }
     }
 
     fn header(magic: u32, size: u32, msg_type: u16) -> BytesMut {

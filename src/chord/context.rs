@@ -95,6 +95,9 @@ pub struct Stats {
     pub finds_forwarded: u64,
     pub finds_rerouted: u64,
     pub finds_given_up: u64,
+    /// Forwarded PEER FINDs whose next hop sent no FIND TAKEN within the per-hop timeout (each
+    /// then rerouted or given up, and counted there too).
+    pub finds_hop_timeouts: u64,
 }
 
 pub(super) struct Ctx {
@@ -106,7 +109,8 @@ pub(super) struct Ctx {
     pub ids: Identities,
     /// Identities that announced their leave lately: not taken from second-hand lists.
     pub departed: Departed,
-    /// PEER FINDs forwarded for others lately, rerouted if their next hop is unreachable.
+    /// PEER FINDs forwarded for others and not yet taken, rerouted if their next hop is
+    /// unreachable or silent; with their per-hop deadlines and the peers' round trips.
     pub forwards: Forwards,
     /// Part of a ring (maintenance sets it).
     pub joined: bool,
@@ -131,7 +135,7 @@ impl Ctx {
             cache: PeerCache::new(cfg.routing_cache_max),
             ids: Identities::new(cfg.id_slots_per_ip, cfg.test_trust_any_id),
             departed: Departed::default(),
-            forwards: Forwards::default(),
+            forwards: Forwards::new(now),
             cfg,
             joined: false,
             leaving: false,
@@ -217,8 +221,15 @@ impl Ctx {
         expired
     }
 
+    /// The next request deadline or per-hop forward deadline.
     pub fn next_deadline(&self) -> Option<Time> {
-        self.deadlines.next_deadline()
+        [
+            self.deadlines.next_deadline(),
+            self.forwards.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn deadlines_len(&self) -> usize {

@@ -234,8 +234,9 @@ impl Node {
                     last_hop,
                     reply_to,
                 };
-                routing::on_peer_find(ctx, find)
+                routing::on_peer_find(ctx, from, find)
             }
+            PeerMsg::FindTaken => routing::on_find_taken(ctx, from, request),
             PeerMsg::PredecessorGet => self.maintenance.on_predecessor_get(ctx, from, request),
             PeerMsg::PredecessorsGet => self.maintenance.on_predecessors_get(ctx, from, request),
             PeerMsg::PredecessorSet { node } => self.maintenance.on_notify(ctx, from, node),
@@ -304,6 +305,7 @@ impl Node {
                 Part::Repair => self.repair.on_timeout(ctx, request),
             }
         }
+        routing::on_timeout(&mut self.ctx);
         self.values.sweep(now);
     }
 

@@ -1,8 +1,9 @@
 //! Recursive routing, shared by the parts that look keys up: the first hop of a PEER FIND, the
 //! forwarding of finds for others, and what a PEER FOUND teaches us. It reads the ring view and
 //! sends; the part that asked keeps the request and handles the answer. The one thing it keeps is
-//! the finds it forwarded for others (`Ctx::forwards`, see [`super::forwards`]): one whose next
-//! hop is reported unreachable goes on by the next-best hop ([`on_unreachable`]).
+//! the finds it forwarded for others (`Ctx::forwards`, see [`super::forwards`]) until the next hop
+//! says FIND TAKEN: one whose next hop is reported unreachable ([`on_unreachable`]) or stays
+//! silent past its per-hop timeout ([`on_timeout`]) goes on by the next-best hop.
 
 use super::context::{Ctx, Requests};
 use super::forwards::{self, Forward};
@@ -100,35 +101,74 @@ pub(super) struct Find {
     pub reply_to: SocketAddr,
 }
 
-/// PEER FIND: answer the original asker if we are responsible, else forward it unchanged but for the
-/// hop count. A find sent to us as the last hop is answered unless our predecessor pointer shows a
-/// node that joined in between: then it goes back to that node, again as the last hop. The forward
-/// is remembered, to go on by another hop should this one be unreachable.
-pub(super) fn on_peer_find(ctx: &mut Ctx, find: Find) {
+/// PEER FIND from `from`: FIND TAKEN to `from` at once (its per-hop timer waits for it), then
+/// answer the original asker if we are responsible, else forward it unchanged but for the hop count.
+/// A find sent to us as the last hop is answered unless our predecessor pointer shows a node that
+/// joined in between: then it goes back to that node, again as the last hop. The forward is
+/// remembered, to go on by another hop should this one be unreachable or silent.
+pub(super) fn on_peer_find(ctx: &mut Ctx, from: SocketAddr, find: Find) {
+    // Outside a ring the find is dropped: no FIND TAKEN, so that the sender reroutes it.
+    if ctx.joined {
+        ctx.send(from, find.request, PeerMsg::FindTaken);
+    }
     handle(ctx, find, Vec::new());
 }
 
+/// FIND TAKEN from `from`: the find we forwarded to it with id `request` is its own now. One we do
+/// not know of (rerouted meanwhile, or never sent) is ignored: a liar may send many.
+pub(super) fn on_find_taken(ctx: &mut Ctx, from: SocketAddr, request: u64) {
+    if !ctx.forwards.take_acked(request, from, ctx.now) {
+        log::trace!(
+            "[{}] FIND TAKEN {request} from {from}: no such forward",
+            ctx.short()
+        );
+    }
+}
+
 /// The driver could not reach `peer` (maintenance has dropped it from the ring view already): every
-/// find we forwarded to it lately is handled again, the dead peers it met excluded: it goes to the
-/// next-best hop, or is answered by us when the key is ours now; at most
+/// find we forwarded to it and not seen taken is handled again, the dead peers it met excluded: it
+/// goes to the next-best hop, or is answered by us when the key is ours now; at most
 /// [`forwards::reroutes_max`] times.
 pub(super) fn on_unreachable(ctx: &mut Ctx, peer: SocketAddr) {
-    let window = ctx.cfg.request_timeout_ms;
-    for Forward { find, mut dead, .. } in ctx.forwards.take_to(peer, ctx.now, window) {
-        if dead.len() >= forwards::reroutes_max(&ctx.cfg) {
-            ctx.stats.finds_given_up += 1;
-            log::debug!(
-                "[{}] PEER FIND for {} given up: {} hops unreachable",
-                ctx.short(),
-                find.target.short(),
-                dead.len() + 1
-            );
-            continue;
-        }
-        ctx.stats.finds_rerouted += 1;
-        dead.push(peer);
-        handle(ctx, find, dead);
+    for fwd in ctx.forwards.take_to(peer) {
+        reroute(ctx, fwd);
     }
+}
+
+/// Per-hop timeouts: each find whose next hop did not say FIND TAKEN in time goes on as on
+/// [`on_unreachable`], that peer excluded for this find alone (the ring view keeps it: one missed
+/// acknowledgement is no proof of death; maintenance has its own checks). Safe to call early.
+pub(super) fn on_timeout(ctx: &mut Ctx) {
+    for fwd in ctx.forwards.take_expired(ctx.now) {
+        ctx.stats.finds_hop_timeouts += 1;
+        log::debug!(
+            "[{}] PEER FIND for {}: no FIND TAKEN from {} in time",
+            ctx.short(),
+            fwd.find.target.short(),
+            fwd.to
+        );
+        reroute(ctx, fwd);
+    }
+}
+
+/// Sends a forward whose next hop `fwd.to` is dead on by another hop, unless the loop guard is spent.
+fn reroute(ctx: &mut Ctx, fwd: Forward) {
+    let Forward {
+        find, to, mut dead, ..
+    } = fwd;
+    if dead.len() >= forwards::reroutes_max(&ctx.cfg) {
+        ctx.stats.finds_given_up += 1;
+        log::debug!(
+            "[{}] PEER FIND for {} given up: {} hops dead",
+            ctx.short(),
+            find.target.short(),
+            dead.len() + 1
+        );
+        return;
+    }
+    ctx.stats.finds_rerouted += 1;
+    dead.push(to);
+    handle(ctx, find, dead);
 }
 
 /// Answers or forwards `find`, avoiding the peers in `dead`.
@@ -145,8 +185,10 @@ fn handle(ctx: &mut Ctx, find: Find, dead: Vec<SocketAddr>) {
         );
         return;
     }
-    // Without a predecessor we trust a sender whose successor pointer names us.
-    let answer = ctx.ring.owns(&find.target) || (find.last_hop && ctx.ring.pred.is_none());
+    // Without a predecessor we trust a sender whose successor pointer names us; so too when the
+    // predecessor we sent its last hop back to is dead (silent: the ring view still holds it).
+    let pred_gone = ctx.ring.pred.is_none_or(|p| dead.contains(&p.addr));
+    let answer = ctx.ring.owns(&find.target) || (find.last_hop && pred_gone);
     if answer {
         let mut nodes = Vec::new();
         nodes_from_me_into(ctx, &mut nodes);
@@ -174,14 +216,16 @@ fn handle(ctx: &mut Ctx, find: Find, dead: Vec<SocketAddr>) {
     };
     ctx.send(next.addr, find.request, msg);
     ctx.stats.finds_forwarded += 1;
+    let timeout_ms = ctx
+        .forwards
+        .hop_timeout_ms(next.addr, ctx.cfg.request_timeout_ms);
     let fwd = Forward {
         find,
         to: next.addr,
         at: ctx.now,
         dead,
     };
-    let window = ctx.cfg.request_timeout_ms;
-    ctx.forwards.record(fwd, window);
+    ctx.forwards.record(fwd, timeout_ms);
 }
 
 /// Where a find we do not answer goes, and whether the receiver is its last hop; never a peer in
@@ -194,9 +238,11 @@ fn next_hop(ctx: &Ctx, find: &Find, dead: &[SocketAddr]) -> Option<(Peer, bool)>
     {
         return Some((p, true));
     }
-    if let Some((_, owner)) = ctx.ring.owner_in_succs(target)
+    // The successor-list entry responsible, else (it is dead: a silent peer stays in the view)
+    // the first live entry after it, which has taken its range over.
+    if let Some((i, _)) = ctx.ring.owner_in_succs(target)
+        && let Some(owner) = ctx.ring.succs()[i..].iter().copied().find(live)
         && ctx.ring.has_answered(owner.addr)
-        && live(&owner)
     {
         return Some((owner, true));
     }
@@ -250,13 +296,19 @@ mod tests {
         }
     }
 
+    /// What `ctx` sent, FIND TAKEN to the previous hop (peer 2) left out.
     fn sent(ctx: &mut Ctx) -> Vec<Transmit> {
         std::iter::from_fn(|| ctx.poll_output())
             .filter_map(|o| match o {
-                Output::Transmit(t) => Some(t),
+                Output::Transmit(t) if t.frame.msg != PeerMsg::FindTaken => Some(t),
                 _ => None,
             })
             .collect()
+    }
+
+    /// `find` arrives from peer 2.
+    fn on_find(ctx: &mut Ctx, find: Find) {
+        on_peer_find(ctx, peer(2).addr, find);
     }
 
     fn peer_find(to: u8, target: u8, hops: u8, last_hop: bool) -> Transmit {
@@ -277,7 +329,7 @@ mod tests {
     #[test]
     fn a_find_whose_next_hop_is_refused_goes_to_the_next_successor_unchanged() {
         let mut ctx = ctx();
-        on_peer_find(&mut ctx, find(140, false));
+        on_find(&mut ctx, find(140, false));
         assert_eq!(sent(&mut ctx), vec![peer_find(150, 140, 3, true)]);
         // Maintenance drops the dead peer first; the find then goes to the entry now responsible,
         // with the same request id, reply_to and hop count.
@@ -298,7 +350,7 @@ mod tests {
     fn a_last_hop_sent_back_to_a_dead_predecessor_is_answered_by_us() {
         let mut ctx = ctx();
         ctx.ring.pred = Some(peer(90));
-        on_peer_find(&mut ctx, find(85, true));
+        on_find(&mut ctx, find(85, true));
         assert_eq!(sent(&mut ctx), vec![peer_find(90, 85, 3, true)]);
         ctx.ring.remove(peer(90).addr);
         on_unreachable(&mut ctx, peer(90).addr);
@@ -315,7 +367,7 @@ mod tests {
     fn a_find_never_goes_back_past_the_key_and_gives_up_when_no_hop_is_left() {
         let mut ctx = ctx();
         ctx.ring.set_succs([peer(150)]);
-        on_peer_find(&mut ctx, find(140, false));
+        on_find(&mut ctx, find(140, false));
         assert_eq!(sent(&mut ctx), vec![peer_find(150, 140, 3, true)]);
         // Our last successor: maintenance keeps it a while; the find does not go to it again,
         // nor to the predecessor behind us.
@@ -332,7 +384,7 @@ mod tests {
         for (i, b) in [(250, 108), (251, 109), (252, 110)] {
             ctx.ring.set_finger(i, peer(b));
         }
-        on_peer_find(&mut ctx, find(140, false));
+        on_find(&mut ctx, find(140, false));
         // r = 3: the dead 110, 109 and 108 are passed, the fourth refusal ends it.
         for dead in [110, 109, 108] {
             assert_eq!(sent(&mut ctx), vec![peer_find(dead, 140, 3, false)]);
@@ -343,11 +395,78 @@ mod tests {
         on_unreachable(&mut ctx, peer(103).addr);
         assert!(sent(&mut ctx).is_empty());
         assert_eq!((ctx.stats.finds_rerouted, ctx.stats.finds_given_up), (3, 1));
-        // A refusal after the window concerns a find long answered or lost.
-        on_peer_find(&mut ctx, find(140, false));
+        // A refusal after the next hop took the find concerns another find.
+        on_find(&mut ctx, find(140, false));
         assert_eq!(sent(&mut ctx), vec![peer_find(103, 140, 3, false)]);
-        ctx.now = ctx.now + ctx.cfg.request_timeout_ms;
+        on_find_taken(&mut ctx, peer(103).addr, 77);
         on_unreachable(&mut ctx, peer(103).addr);
         assert!(sent(&mut ctx).is_empty());
+    }
+
+    #[test]
+    fn a_find_is_acknowledged_to_the_previous_hop_at_once() {
+        let mut ctx = ctx();
+        on_peer_find(&mut ctx, peer(2).addr, find(140, false));
+        let out: Vec<Transmit> = std::iter::from_fn(|| ctx.poll_output())
+            .filter_map(|o| match o {
+                Output::Transmit(t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        let ack = Transmit {
+            to: peer(2).addr,
+            frame: Frame::new(77, PeerMsg::FindTaken),
+        };
+        assert_eq!(out, vec![ack, peer_find(150, 140, 3, true)]);
+        // Outside a ring the find is dropped unacknowledged: the sender reroutes it.
+        ctx.joined = false;
+        on_peer_find(&mut ctx, peer(2).addr, find(140, false));
+        assert!(ctx.poll_output().is_none());
+    }
+
+    #[test]
+    fn a_silent_next_hop_is_passed_for_that_find_alone_and_a_late_ack_ignored() {
+        let mut ctx = ctx();
+        on_find(&mut ctx, find(140, false));
+        assert_eq!(sent(&mut ctx), vec![peer_find(150, 140, 3, true)]);
+        // Never measured: half of request_timeout_ms.
+        let timeout = ctx.cfg.request_timeout_ms / 2;
+        ctx.now = ctx.now + (timeout - 1);
+        on_timeout(&mut ctx);
+        assert!(sent(&mut ctx).is_empty(), "early");
+        ctx.now = ctx.now + 1;
+        on_timeout(&mut ctx);
+        // The ring view keeps 150; the find goes to the next entry, unchanged.
+        assert_eq!(sent(&mut ctx), vec![peer_find(200, 140, 3, true)]);
+        assert!(ctx.ring.succs().contains(&peer(150)));
+        assert_eq!(
+            (ctx.stats.finds_hop_timeouts, ctx.stats.finds_rerouted),
+            (1, 1)
+        );
+        // 150's late ACK is ignored; 200's ends the forward: nothing fires later.
+        on_find_taken(&mut ctx, peer(150).addr, 77);
+        on_find_taken(&mut ctx, peer(200).addr, 77);
+        ctx.now = ctx.now + ctx.cfg.request_timeout_ms;
+        on_timeout(&mut ctx);
+        assert!(sent(&mut ctx).is_empty());
+        assert_eq!(ctx.forwards.next_deadline(), None);
+        // Another find still goes to 150 first.
+        on_find(&mut ctx, find(140, false));
+        assert_eq!(sent(&mut ctx), vec![peer_find(150, 140, 3, true)]);
+    }
+
+    #[test]
+    fn a_last_hop_sent_back_to_a_silent_predecessor_is_answered_by_us() {
+        let mut ctx = ctx();
+        ctx.ring.pred = Some(peer(90));
+        on_find(&mut ctx, find(85, true));
+        assert_eq!(sent(&mut ctx), vec![peer_find(90, 85, 3, true)]);
+        ctx.now = ctx.now + ctx.cfg.request_timeout_ms;
+        on_timeout(&mut ctx);
+        let answer = sent(&mut ctx);
+        assert_eq!(answer.len(), 1);
+        assert_eq!((answer[0].to, answer[0].frame.request), (peer(1).addr, 77));
+        assert!(matches!(answer[0].frame.msg, PeerMsg::PeerFound { .. }));
+        assert_eq!(ctx.ring.pred, Some(peer(90)), "kept in the ring view");
     }
 }

@@ -168,6 +168,8 @@ pub struct Sim {
     pub check_every_event: bool,
     /// While the network is split: the nodes on one side; nothing crosses between the sides.
     split: Option<BTreeSet<SocketAddr>>,
+    /// Nodes gone silently ([`Sim::silence`]): what is sent to them vanishes.
+    silent: BTreeSet<SocketAddr>,
 }
 
 impl Sim {
@@ -191,6 +193,7 @@ impl Sim {
             probe_keys: BTreeMap::new(),
             check_every_event: true,
             split: None,
+            silent: BTreeSet::new(),
         }
     }
 
@@ -312,6 +315,13 @@ impl Sim {
     /// The node stops at once: messages to it fail, nothing is handed over.
     pub fn crash(&mut self, addr: SocketAddr) {
         self.nodes.remove(&addr);
+    }
+
+    /// The node is gone without a word (powered off, a black-holed link): messages to it vanish,
+    /// and no sender hears that it is unreachable; requests to it time out.
+    pub fn silence(&mut self, addr: SocketAddr) {
+        self.nodes.remove(&addr);
+        self.silent.insert(addr);
     }
 
     /// An operator's restart in place: the process at `addr` is gone at once (whatever it still
@@ -524,9 +534,11 @@ impl Sim {
     }
 
     fn on_probe_answer(&mut self, frame: Frame) {
-        if let (Some(key), PeerMsg::PeerFound { hops, nodes, .. }) =
-            (self.probe_keys.remove(&frame.request), frame.msg)
-        {
+        // The first hop's FIND TAKEN is no answer.
+        let PeerMsg::PeerFound { hops, nodes, .. } = frame.msg else {
+            return;
+        };
+        if let Some(key) = self.probe_keys.remove(&frame.request) {
             // The prober's own message to the first node is not part of the lookup path.
             self.probes.push(ProbeResult {
                 key,
@@ -572,6 +584,10 @@ impl Sim {
         let counter = self.traffic.entry(t.frame.msg.msg_type()).or_default();
         counter.0 += 1;
         counter.1 += len as u64;
+        // (Unless a node started on the address since.)
+        if self.silent.contains(&t.to) && !self.nodes.contains_key(&t.to) {
+            return;
+        }
         if t.to != PROBER && !self.nodes.contains_key(&t.to) {
             // Connection refused: the sender learns it after a round trip.
             let peer = t.to;

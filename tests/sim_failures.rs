@@ -3,7 +3,9 @@
 //! are issued at that very instant from random live nodes, as a stranger's PEER FIND answered to the
 //! simulator's prober (`Sim::probe`). Each answer is judged against the oracle's owner among the live
 //! nodes. A crashed node refuses connections after a round trip (`Sim::transmit`), the transport's
-//! signal that per-hop rerouting (`src/chord/forwards.rs`) reacts to.
+//! signal that per-hop rerouting (`src/chord/forwards.rs`) reacts to. In the silent variant the
+//! nodes vanish instead (`Sim::silence`: powered off, no refusal): forwarders learn of a dead next
+//! hop only by the missing FIND TAKEN, after the per-hop timeout.
 //!
 //! Per p the table gives: lookups answered right on the first attempt, answered wrong, unanswered
 //! within the window; lookups that fail even after the client's retries (up to `ATTEMPTS` attempts
@@ -12,9 +14,10 @@
 //! forwards per find forwarded anywhere in the ring in the first second (the per-hop chance of
 //! hitting a dead node, probes and the ring's own lookups together).
 //!
-//! CI runs N = 500 with 2000 lookups per p (`cargo test --release --test sim_failures`); the paper's
-//! size, N = 1000 with 10,000 lookups per p, is ignored by default:
-//! `cargo test --release --test sim_failures -- --ignored --nocapture`. `SIM_SEED` replays a seed.
+//! CI runs N = 500 with 2000 lookups per p (`cargo test --release --test sim_failures`), silent
+//! crashes at N = 200 with 500 lookups per p; the paper's size, N = 1000 with 10,000 lookups per p,
+//! is ignored by default: `cargo test --release --test sim_failures -- --ignored --nocapture`.
+//! `SIM_SEED` replays a seed.
 //! docs/EVALUATION.md holds the figures.
 
 use std::collections::BTreeMap;
@@ -34,6 +37,15 @@ const ATTEMPT_GAP_MS: u64 = 1000;
 const WINDOW_MS: u64 = 10_000;
 /// The resolution the answers' arrival times are taken at.
 const STEP_MS: u64 = 5;
+
+/// How the crashed nodes go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// Connections to them are refused (`Sim::crash`).
+    Refusing,
+    /// Messages to them vanish (`Sim::silence`).
+    Silent,
+}
 
 /// One row of the table: one fraction p of the nodes crashed.
 #[derive(Debug, Default)]
@@ -56,6 +68,8 @@ struct Row {
     latency_p99_ms: u64,
     /// Refused forwards per find forwarded, ring-wide, in the first second after the crash.
     refused_per_forward: f64,
+    /// Forwards with no FIND TAKEN in time per find forwarded, ring-wide, in the first second.
+    timeouts_per_forward: f64,
     /// Finds dropped by some node with every hop it knew dead or the loop guard spent, ring-wide
     /// (probes and the ring's own lookups), in the window.
     given_up: u64,
@@ -70,13 +84,17 @@ impl Row {
     /// The paper's "timeouts per lookup", estimated: a path of h delivered forwards, each send
     /// refused with chance q, takes h·q/(1−q) refused sends on the way.
     fn refused_per_lookup(&self) -> f64 {
-        let q = self.refused_per_forward;
-        self.mean_path * q / (1.0 - q)
+        per_lookup(self.mean_path, self.refused_per_forward)
+    }
+
+    /// The same estimate for the per-hop timeouts (the silent variant's refusals).
+    fn timeouts_per_lookup(&self) -> f64 {
+        per_lookup(self.mean_path, self.timeouts_per_forward)
     }
 
     fn show(&self) -> String {
         format!(
-            "| {:.1} | {} | {:.2} % | {} | {} | {} | {:.2} ({}, {}) | {} / {} ms | {:.3} | {:.2} | {} | {:.1} s |",
+            "| {:.1} | {} | {:.2} % | {} | {} | {} | {:.2} ({}, {}) | {} / {} ms | {:.3} | {:.2} | {:.2} | {} | {:.1} s |",
             self.p,
             self.live,
             self.first_right_pct(),
@@ -90,13 +108,19 @@ impl Row {
             self.latency_p99_ms,
             self.refused_per_forward,
             self.refused_per_lookup(),
+            self.timeouts_per_lookup(),
             self.given_up,
             self.wall_s
         )
     }
 }
 
-const HEADER: &str = "| p | live | right, 1st attempt | wrong | unanswered | failed after 5 attempts | mean path (1st, 99th pct) | latency p50 / p99 | refused per forward | refused per lookup (est.) | given up | wall |";
+const HEADER: &str = "| p | live | right, 1st attempt | wrong | unanswered | failed after 5 attempts | mean path (1st, 99th pct) | latency p50 / p99 | refused per forward | refused per lookup (est.) | hop timeouts per lookup (est.) | given up | wall |";
+
+/// A path of `h` delivered forwards, each send failing with chance `q`, takes h·q/(1−q) failed sends.
+fn per_lookup(h: f64, q: f64) -> f64 {
+    h * q / (1.0 - q)
+}
 
 /// A converged ring of `n` nodes with r = 20, fingers settled.
 fn ring(n: usize, seed: u64) -> Sim {
@@ -121,20 +145,22 @@ fn attempt_key(base: &Key, attempt: u8) -> Key {
     k
 }
 
-/// PEER FINDs forwarded, rerouted and given up, summed over the live nodes.
-fn counters(sim: &Sim) -> (u64, u64, u64) {
-    sim.nodes.values().fold((0, 0, 0), |(f, r, g), n| {
+/// PEER FINDs forwarded, rerouted, given up and timed out per hop, summed over the live nodes.
+fn counters(sim: &Sim) -> (u64, u64, u64, u64) {
+    sim.nodes.values().fold((0, 0, 0, 0), |(f, r, g, t), n| {
         let s = n.node.stats();
         (
             f + s.finds_forwarded,
             r + s.finds_rerouted,
             g + s.finds_given_up,
+            t + s.finds_hop_timeouts,
         )
     })
 }
 
-/// Crashes a fraction `p` of a fresh ring's nodes and issues `lookups` lookups at that instant.
-fn run(n: usize, p: f64, lookups: usize, seed: u64) -> Row {
+/// Crashes a fraction `p` of a fresh ring's nodes (as `fault` says) and issues `lookups` lookups at
+/// that instant.
+fn run(n: usize, p: f64, lookups: usize, seed: u64, fault: Fault) -> Row {
     let wall = Instant::now();
     let mut sim = ring(n, seed);
     let mut rng = Prng::new(seed ^ 0x5eed_fa11);
@@ -144,12 +170,15 @@ fn run(n: usize, p: f64, lookups: usize, seed: u64) -> Row {
     }
     let dead = (p * n as f64).round() as usize;
     for a in &addrs[..dead] {
-        sim.crash(*a);
+        match fault {
+            Fault::Refusing => sim.crash(*a),
+            Fault::Silent => sim.silence(*a),
+        }
     }
     let live = &addrs[dead..];
     let sorted = sim.live_sorted();
     let start = sim.now();
-    let (forwarded0, rerouted0, given_up0) = counters(&sim);
+    let (forwarded0, rerouted0, given_up0, timeouts0) = counters(&sim);
 
     // Lookup i starts at node from[i] with key keys[i] (last byte 0: attempt 0).
     let from: Vec<SocketAddr> = (0..lookups)
@@ -189,9 +218,12 @@ fn run(n: usize, p: f64, lookups: usize, seed: u64) -> Row {
         }
         seen = sim.probes.len();
         if ms >= 1000 && per_hop.is_none() {
-            let (forwarded, rerouted, given_up) = counters(&sim);
-            let refused = rerouted - rerouted0 + given_up - given_up0;
-            per_hop = Some(refused as f64 / (forwarded - forwarded0).max(1) as f64);
+            let (forwarded, rerouted, given_up, timeouts) = counters(&sim);
+            let timeouts = timeouts - timeouts0;
+            // Every reroute or give-up follows a refusal or a timeout.
+            let refused = rerouted - rerouted0 + given_up - given_up0 - timeouts;
+            let forwarded = (forwarded - forwarded0).max(1) as f64;
+            per_hop = Some((refused as f64 / forwarded, timeouts as f64 / forwarded));
         }
         if attempts_made < ATTEMPTS && ms >= attempts_made as u64 * ATTEMPT_GAP_MS {
             for i in (0..lookups).filter(|&i| !answered[i]) {
@@ -226,7 +258,8 @@ fn run(n: usize, p: f64, lookups: usize, seed: u64) -> Row {
         path_p99: percentile(&paths, 0.99) as u8,
         latency_p50_ms: percentile(&latencies, 0.5),
         latency_p99_ms: percentile(&latencies, 0.99),
-        refused_per_forward: per_hop.unwrap_or(0.0),
+        refused_per_forward: per_hop.map_or(0.0, |(r, _)| r),
+        timeouts_per_forward: per_hop.map_or(0.0, |(_, t)| t),
         given_up: counters(&sim).2 - given_up0,
         wall_s: wall.elapsed().as_secs_f64(),
     }
@@ -238,13 +271,15 @@ fn percentile(sorted: &[u64], q: f64) -> u64 {
     sorted.get(i).copied().unwrap_or(0)
 }
 
-fn table(n: usize, lookups: usize, seed: u64) -> Vec<Row> {
-    eprintln!("simultaneous failures: N = {n}, r = {R}, {lookups} lookups per p, seed {seed}");
+fn table(n: usize, lookups: usize, seed: u64, fault: Fault) -> Vec<Row> {
+    eprintln!(
+        "simultaneous failures ({fault:?}): N = {n}, r = {R}, {lookups} lookups per p, seed {seed}"
+    );
     eprintln!("{HEADER}");
     FRACTIONS
         .iter()
         .map(|&p| {
-            let row = run(n, p, lookups, seed);
+            let row = run(n, p, lookups, seed, fault);
             eprintln!("{}", row.show());
             row
         })
@@ -279,7 +314,7 @@ fn check(rows: &[Row], first_right_min_pct: f64, seed: u64) {
 #[test]
 fn lookups_at_the_instant_of_mass_failure_are_answered_right_n500() {
     let seed = seed_from_env(1000);
-    let rows = table(500, 2000, seed);
+    let rows = table(500, 2000, seed, Fault::Refusing);
     check(&rows, 99.9, seed);
 }
 
@@ -288,6 +323,35 @@ fn lookups_at_the_instant_of_mass_failure_are_answered_right_n500() {
 #[ignore = "the paper's size: about a minute of wall time; run with --ignored"]
 fn lookups_at_the_instant_of_mass_failure_are_answered_right_n1000() {
     let seed = seed_from_env(1000);
-    let rows = table(1000, 10_000, seed);
+    let rows = table(1000, 10_000, seed, Fault::Refusing);
     check(&rows, 99.9, seed);
+}
+
+/// Silent crashes, the CI size (N = 200, 500 lookups per p, about 20 s of wall time; `SIM_SILENT_N`
+/// and `SIM_SILENT_LOOKUPS` change it). Measured (seed 1000): see docs/EVALUATION.md.
+#[test]
+fn lookups_at_the_instant_of_mass_silent_failure_are_answered_right() {
+    let seed = seed_from_env(1000);
+    let n = env_or("SIM_SILENT_N", 200);
+    let rows = table(n, env_or("SIM_SILENT_LOOKUPS", 500), seed, Fault::Silent);
+    check(&rows, SILENT_FIRST_RIGHT_MIN_PCT, seed);
+}
+
+/// Silent crashes at the paper's size.
+#[test]
+#[ignore = "the paper's size: about a minute of wall time; run with --ignored"]
+fn lookups_at_the_instant_of_mass_silent_failure_are_answered_right_n1000() {
+    let seed = seed_from_env(1000);
+    let rows = table(1000, 10_000, seed, Fault::Silent);
+    check(&rows, SILENT_FIRST_RIGHT_MIN_PCT, seed);
+}
+
+/// Coarse: measured near 100 % (docs/EVALUATION.md); without per-hop timeouts it was far below.
+const SILENT_FIRST_RIGHT_MIN_PCT: f64 = 99.0;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
 }

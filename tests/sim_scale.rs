@@ -60,26 +60,34 @@ fn path_length_grows_as_half_log2_n_from_a_warm_start() {
     if sizes.last() != Some(&max_n) {
         sizes.push(max_n);
     }
-    eprintln!("| N | ½·log2 N | mean path | 1st, 99th pct | warm start | lookups | peak RSS |");
-    eprintln!("|---|---|---|---|---|---|---|");
+    eprintln!(
+        "| N | ½·log2 N | mean path | 1st, 99th pct | warm start | lookups | events/node/s | µs/event | peak RSS |"
+    );
+    eprintln!("|---|---|---|---|---|---|---|---|---|");
     for n in sizes {
         let seed = seed_from_env(n as u64);
         let wall = Instant::now();
         let mut sim = Sim::new(seed, paper_config(), NetConfig::default());
         sim.warm_start(n);
         let built = wall.elapsed();
+        let (events, from) = (sim.events, sim.now());
         let mut paths = sim
             .probe_random(lookups)
             .unwrap_or_else(|e| panic!("N = {n}, seed {seed}: {e}"));
         paths.sort();
         let mean = paths.iter().map(|&p| p as f64).sum::<f64>() / paths.len() as f64;
         let half_log = 0.5 * (n as f64).log2();
+        let ran = wall.elapsed() - built;
+        let events = sim.events - events;
+        let simulated_s = sim.now().ms_since(from) as f64 / 1000.0;
         eprintln!(
-            "| {n} | {half_log:.2} | {mean:.2} | {}, {} | {:.1} s | {:.1} s | {} MiB |",
+            "| {n} | {half_log:.2} | {mean:.2} | {}, {} | {:.1} s | {:.1} s | {:.2} | {:.1} | {} MiB |",
             quantile(&paths, 0.01),
             quantile(&paths, 0.99),
             built.as_secs_f64(),
-            (wall.elapsed() - built).as_secs_f64(),
+            ran.as_secs_f64(),
+            events as f64 / n as f64 / simulated_s,
+            ran.as_secs_f64() * 1e6 / events.max(1) as f64,
             peak_rss_mib()
         );
         assert!(
@@ -215,4 +223,61 @@ fn churn_at_the_papers_periods_from_a_warm_start() {
         failed * 10_000 <= asked * 2,
         "{failed} of {asked} unanswered"
     );
+}
+
+/// Load balance at scale (issue 11): a warm-started ring placed as the papers place it (every node
+/// on slot 0 of its address: random positions), then `SCALE_REBALANCE_MINUTES` (default 10) of
+/// rebalancing at the papers' periods, 30 s rebalance periods. Ranges per node relative to the
+/// mean, before and after; `SCALE_NODES` (default 300) sets N.
+#[test]
+fn rebalancing_evens_a_randomly_placed_warm_ring() {
+    let n = env_or("SCALE_NODES", 300) as usize;
+    let minutes = env_or("SCALE_REBALANCE_MINUTES", 10);
+    let seed = seed_from_env(11);
+    let wall = Instant::now();
+    let mut cfg = paper_config();
+    cfg.rebalance_interval_ms = PAPER_PERIOD_MS;
+    let mut sim = Sim::new(seed, cfg, NetConfig::default());
+    sim.warm_start(n);
+    let before = ring_balance(&sim);
+    let mut report = Vec::new();
+    for minute in 1..=minutes {
+        sim.run_for(60_000);
+        if minute % 10 == 0 || minute == minutes {
+            let b = ring_balance(&sim);
+            report.push(format!("{minute} min: p99 {:.2} max {:.2}", b.p99, b.max));
+        }
+    }
+    let after = ring_balance(&sim);
+    let moves: u64 = sim
+        .nodes
+        .values()
+        .map(|n| n.node.stats().rebalance_moves)
+        .sum();
+    let lookups = sim.probe_random(200);
+    eprintln!(
+        "[scale balance] N = {n}, warm start on slot 0: range/mean p99 {:.2} max {:.2} p1 {:.3}; \
+         rebalancing at 30 s periods: {}; {moves} moves; p1 after {:.3}; lookups after: {}; \
+         {:.0} s wall, peak RSS {} MiB",
+        before.p99,
+        before.max,
+        before.p1,
+        report.join(", "),
+        after.p1,
+        match &lookups {
+            Ok(p) => format!("{} right", p.len()),
+            Err(e) => e.clone(),
+        },
+        wall.elapsed().as_secs_f64(),
+        peak_rss_mib()
+    );
+    assert!(
+        moves > 0 && after.max < before.max,
+        "seed {seed}: rebalancing evened nothing"
+    );
+}
+
+fn ring_balance(sim: &Sim) -> voidphone_dht::balance::Balance {
+    let ids: Vec<Id> = joined_sorted(sim).iter().map(|(id, _)| *id).collect();
+    voidphone_dht::balance::Balance::of(&voidphone_dht::balance::ring_arcs(&ids)).expect("a ring")
 }

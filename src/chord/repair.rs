@@ -56,15 +56,15 @@ pub(super) struct Repair {
     budget: usize,
     /// The next round also asks the successors past the holders (see [`DEEP`]).
     deep: bool,
-    /// The successors a round may ask (holders and past them), as the last round saw them: a
-    /// round that finds them changed goes deep too, so the deep round after a merge sees the
-    /// list complete, however many rounds the merge takes to settle.
+    /// The successors a round may ask (holders and past them), as the last round saw them: one
+    /// new since then is asked deep too, so the deep rounds after a merge see the whole list,
+    /// however many rounds the merge takes to settle.
     last_asked: Vec<SocketAddr>,
 }
 
 /// SYNC `index` bit 7: "list every key you hold in the range, with its version" (no summary). Sent
-/// to successors past a range's holders in the round after our predecessor or the successors a
-/// round asks changed: after two rings
+/// to successors past a range's holders in the round after our predecessor changed, and to one
+/// new in that stretch of our successor list since the last round: after two rings
 /// merge (a healed partition) the later write of a key written on both sides may sit only on a node
 /// that is no longer one of its holders; the responsible node pulls what is newer than its own.
 pub const DEEP: u8 = 0x80;
@@ -120,34 +120,31 @@ impl Repair {
             .take(copies.unwrap_or(1) as usize - 1)
             .copied()
             .collect();
-        let asked = ctx
-            .ring
-            .succs()
-            .iter()
-            .take(ctx.cfg.replication_max as usize);
-        let asked: Vec<SocketAddr> = asked.map(|p| p.addr).collect();
-        let changed = asked != self.last_asked;
-        self.last_asked = asked;
-        if std::mem::take(&mut self.deep) || changed {
-            let beyond = ctx.ring.succs().iter().enumerate();
-            let beyond: Vec<(usize, Peer)> = beyond
-                .skip(holders.len())
-                .take((ctx.cfg.replication_max as usize).saturating_sub(holders.len()))
-                .map(|(i, p)| (i, *p))
-                .collect();
-            for (index, holder) in beyond {
-                let msg = PeerMsg::Sync {
-                    from: pred.id,
-                    to: me.id,
-                    index: index as u8 | DEEP,
-                    buckets: vec![(0, 0); SYNC_BUCKETS],
-                };
-                ctx.stats.repair_messages += 1;
-                let index = index | DEEP as usize;
-                let _ = self
-                    .requests
-                    .send(ctx, holder.addr, msg, Rpc::Sync { holder, index });
-            }
+        // After a predecessor change every successor past the holders is asked; otherwise only
+        // those new since the last round (a merge settling, a join).
+        let deep_all = std::mem::take(&mut self.deep);
+        let window = ctx.cfg.replication_max as usize;
+        let beyond: Vec<(usize, Peer)> = (ctx.ring.succs().iter().enumerate())
+            .take(window)
+            .skip(holders.len())
+            .filter(|(_, p)| deep_all || !self.last_asked.contains(&p.addr))
+            .map(|(i, p)| (i, *p))
+            .collect();
+        self.last_asked.clear();
+        let window = ctx.ring.succs().iter().take(window);
+        self.last_asked.extend(window.map(|p| p.addr));
+        for (index, holder) in beyond {
+            let msg = PeerMsg::Sync {
+                from: pred.id,
+                to: me.id,
+                index: index as u8 | DEEP,
+                buckets: vec![(0, 0); SYNC_BUCKETS],
+            };
+            ctx.stats.repair_messages += 1;
+            let index = index | DEEP as usize;
+            let _ = self
+                .requests
+                .send(ctx, holder.addr, msg, Rpc::Sync { holder, index });
         }
         for (index, holder) in holders.into_iter().enumerate() {
             let msg = PeerMsg::Sync {

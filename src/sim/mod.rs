@@ -229,7 +229,9 @@ impl Sim {
     fn add_node_as(&mut self, bootstrap: Option<SocketAddr>, record: Record) -> SocketAddr {
         self.next_addr += 1;
         let n = self.next_addr;
-        let addr = SocketAddr::from(([127, 1, (n >> 8) as u8, n as u8], 7000 + (n >> 16) as u16));
+        // One IP per node (ids are bound to the IP): 127.1.0.1 on, past 65,535 nodes 127.2.0.0 on.
+        let ip = [127, 1 + (n >> 16) as u8, (n >> 8) as u8, n as u8];
+        let addr = SocketAddr::from((ip, 7000));
         let mut cfg = self.node_cfg.clone();
         cfg.bootstrap = bootstrap.into_iter().collect();
         let seed = self.rng.next_u64();

@@ -115,20 +115,53 @@ fn joined_sorted(sim: &Sim) -> Vec<(Id, SocketAddr)> {
     v
 }
 
+/// The lookups' verdicts, against the ring of joined nodes kept up to date as churn goes on
+/// (rebuilding it for every answer costs O(N log N) at 10^5 nodes).
 #[derive(Default)]
 struct Verdicts {
     right: u64,
     wrong: u64,
     paths: Vec<u8>,
+    ring: Vec<(Id, SocketAddr)>,
+    /// Added and not yet joined.
+    joining: Vec<SocketAddr>,
 }
 
 impl Verdicts {
-    /// Judges the answers in since the last call against the ring as it is now (no churn happened
-    /// meanwhile: churn comes on whole seconds, just after a judgement).
+    fn new(sim: &Sim) -> Verdicts {
+        Verdicts {
+            ring: joined_sorted(sim),
+            ..Verdicts::default()
+        }
+    }
+
+    fn added(&mut self, addr: SocketAddr) {
+        self.joining.push(addr);
+    }
+
+    fn crashed(&mut self, addr: SocketAddr) {
+        self.ring.retain(|(_, a)| *a != addr);
+        self.joining.retain(|a| *a != addr);
+    }
+
+    /// Judges the answers in since the last call against the ring as it is now.
     fn judge(&mut self, sim: &mut Sim) {
-        let sorted = joined_sorted(sim);
+        if sim.probes.is_empty() {
+            return;
+        }
+        let ring = &mut self.ring;
+        self.joining.retain(|a| {
+            let node = &sim.nodes[a].node;
+            if !node.joined() {
+                return true;
+            }
+            let entry = (node.me().id, *a);
+            let at = ring.partition_point(|e| *e < entry);
+            ring.insert(at, entry);
+            false
+        });
         for p in std::mem::take(&mut sim.probes) {
-            if p.owner == oracle::owner(&sorted, &p.key) {
+            if p.owner == oracle::owner(&self.ring, &p.key) {
                 self.right += 1;
                 self.paths.push(p.path_length);
             } else {
@@ -163,7 +196,7 @@ fn churn_at_the_papers_periods_from_a_warm_start() {
     let stop = start + minutes * 60_000;
     let mut next_churn = start + exp_ms(&mut rng, churn_per_s);
     let (mut joins, mut crashes, mut asked) = (0u64, 0u64, 0u64);
-    let mut verdicts = Verdicts::default();
+    let mut verdicts = Verdicts::new(&sim);
     let events_before = sim.events;
     let mut second = start;
     while second < stop {
@@ -172,11 +205,15 @@ fn churn_at_the_papers_periods_from_a_warm_start() {
         while next_churn <= end {
             if rng.chance(0.5) {
                 let via = live[rng.below(live.len() as u64) as usize];
-                live.push(sim.add_node(Some(via)));
+                let added = sim.add_node(Some(via));
+                verdicts.added(added);
+                live.push(added);
                 joins += 1;
             } else {
                 let i = rng.below(live.len() as u64) as usize;
-                sim.crash(live.swap_remove(i));
+                let victim = live.swap_remove(i);
+                sim.crash(victim);
+                verdicts.crashed(victim);
                 crashes += 1;
             }
             next_churn = next_churn + exp_ms(&mut rng, churn_per_s);
@@ -201,6 +238,7 @@ fn churn_at_the_papers_periods_from_a_warm_start() {
         right,
         wrong,
         mut paths,
+        ..
     } = verdicts;
     let failed = asked - right - wrong;
     paths.sort();
@@ -280,4 +318,70 @@ fn rebalancing_evens_a_randomly_placed_warm_ring() {
 fn ring_balance(sim: &Sim) -> voidphone_dht::balance::Balance {
     let ids: Vec<Id> = joined_sorted(sim).iter().map(|(id, _)| *id).collect();
     voidphone_dht::balance::Balance::of(&voidphone_dht::balance::ring_arcs(&ids)).expect("a ring")
+}
+
+/// GET latency on a simulated wide-area network (issue 13): every pair of nodes keeps a one-way
+/// delay drawn once from 10-100 ms (mean 55 ms). `SCALE_WAN_NODES` (default 300) nodes from a warm
+/// start at our default periods; `SCALE_WAN_GETS` (default 100) values put from random nodes, then
+/// read one at a time, each from a random node, timed from the client's request to its answer.
+/// Reported beside the lookup's mean path h: a GET that routes the lookup, then asks the holder,
+/// costs h + 3 one-way delays; a node whose routing cache knows the holder, 2.
+#[test]
+fn get_latency_on_a_simulated_wan() {
+    use bytes::Bytes;
+    use voidphone_dht::wire::api::{ApiReply, ApiRequest};
+    let n = env_or("SCALE_WAN_NODES", 300) as usize;
+    let gets = env_or("SCALE_WAN_GETS", 100);
+    let seed = seed_from_env(13);
+    let net = NetConfig {
+        latency_min_ms: 10,
+        latency_max_ms: 100,
+        fixed_link_latency: true,
+        pieces_max: 1,
+        ..NetConfig::default()
+    };
+    let mut sim = Sim::new(seed, Sim::default_node_config(), net);
+    let addrs = sim.warm_start(n);
+    let mut rng = Prng::new(seed ^ 0x3a9);
+    let key = |i: u64| Id::hash(&format!("wan {i}").into_bytes());
+    for i in 0..gets {
+        let put = ApiRequest::Put {
+            ttl_s: 3600,
+            replication: 3,
+            key: key(i),
+            value: Bytes::from(i.to_be_bytes().to_vec()),
+        };
+        sim.client_request(addrs[rng.below(n as u64) as usize], i, put);
+    }
+    sim.run_for(5_000);
+    sim.replies.clear();
+    let mut latencies = Vec::new();
+    for i in 0..gets {
+        let at = addrs[rng.below(n as u64) as usize];
+        sim.client_request(at, 1_000_000 + i, ApiRequest::Get { key: key(i) });
+        let took = sim.run_until_cond(1, 10_000, |s| !s.replies.is_empty());
+        let (_, _, reply) = sim.replies.pop().expect("an answer within 10 s");
+        assert!(
+            matches!(&reply, ApiReply::Success { value, .. } if value[..] == i.to_be_bytes()),
+            "GET {i}: {reply:?}"
+        );
+        latencies.push(took.expect("answered"));
+        sim.replies.clear();
+    }
+    latencies.sort();
+    let paths = sim.probe_random(500).expect("lookups right");
+    let h = paths.iter().map(|&p| p as f64).sum::<f64>() / paths.len() as f64;
+    let q = |f: f64| latencies[((latencies.len() - 1) as f64 * f).round() as usize];
+    let delay = 55.0;
+    eprintln!(
+        "[scale wan] N = {n}, one-way delays 10-100 ms per link (mean {delay}): {gets} GETs, p50 {} \
+         ms, p90 {} ms, p99 {} ms; mean lookup path h = {h:.2}: (h + 1.5) x delay = {:.0} ms, (h + 3) \
+         x delay = {:.0} ms, 2 x delay = {:.0} ms",
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        (h + 1.5) * delay,
+        (h + 3.0) * delay,
+        2.0 * delay
+    );
 }

@@ -30,6 +30,12 @@ pub struct NetConfig {
     pub loss: f64,
     /// The largest frame a receiver decodes (the reactor's `p2p_frame_bytes_max`).
     pub frame_bytes_max: usize,
+    /// Each pair of nodes keeps one one-way delay, drawn once from the range (a wide-area network:
+    /// some peers near, others far), instead of a fresh draw per message.
+    pub fixed_link_latency: bool,
+    /// A frame arrives in 1 to this many pieces (decoding from partial reads is exercised); 1
+    /// delivers whole frames, a third of the events for scale runs.
+    pub pieces_max: u64,
 }
 
 impl Default for NetConfig {
@@ -39,6 +45,8 @@ impl Default for NetConfig {
             latency_max_ms: 50,
             loss: 0.0,
             frame_bytes_max: crate::config::Config::default().reactor.p2p_frame_bytes_max,
+            fixed_link_latency: false,
+            pieces_max: 3,
         }
     }
 }
@@ -576,11 +584,22 @@ impl Sim {
         }
     }
 
+    /// The one-way delay of a message from `from` to `to`.
+    fn latency(&mut self, from: SocketAddr, to: SocketAddr) -> u64 {
+        let spread = self.net.latency_max_ms - self.net.latency_min_ms + 1;
+        let draw = if self.net.fixed_link_latency {
+            // The same for both directions and every message: a hash of the pair and the seed.
+            let (a, b) = if from < to { (from, to) } else { (to, from) };
+            let mut h = Prng::new(self.seed ^ pair_hash(a, b));
+            h.below(spread)
+        } else {
+            self.rng.below(spread)
+        };
+        self.net.latency_min_ms + draw
+    }
+
     fn transmit(&mut self, from: SocketAddr, t: Transmit) {
-        let latency = self.net.latency_min_ms
-            + self
-                .rng
-                .below(self.net.latency_max_ms - self.net.latency_min_ms + 1);
+        let latency = self.latency(from, t.to);
         let mut bytes = BytesMut::new();
         let len = t.frame.encode(&mut bytes);
         let counter = self.traffic.entry(t.frame.msg.msg_type()).or_default();
@@ -613,7 +632,7 @@ impl Sim {
         }
         let at = (self.now + latency).max(link.clock);
         // Pieces arrive one millisecond apart: frames are decoded from partial reads.
-        let pieces = 1 + self.rng.below(3);
+        let pieces = 1 + self.rng.below(self.net.pieces_max.max(1));
         link.clock = at + (pieces - 1);
         let mut bytes = bytes.freeze();
         for i in 0..pieces {
@@ -677,4 +696,12 @@ pub fn seed_from_env(default: u64) -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
+}
+
+/// FNV-1a over two addresses (for [`NetConfig::fixed_link_latency`]).
+fn pair_hash(a: SocketAddr, b: SocketAddr) -> u64 {
+    let text = format!("{a}{b}");
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, byte| {
+        (h ^ byte as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }

@@ -62,6 +62,14 @@ impl PeerCache {
     }
 
     /// The first cached node clockwise after `id` (not `id` itself).
+    /// The cached node closest before `id` (wrapping round), if any.
+    pub fn last_before(&self, id: &Id) -> Option<Peer> {
+        let before = self.by_id.range(..*id).next_back();
+        before
+            .or_else(|| self.by_id.iter().next_back())
+            .map(|(_, p)| *p)
+    }
+
     pub fn first_after(&self, id: &Id) -> Option<Peer> {
         use std::ops::Bound::{Excluded, Unbounded};
         self.by_id
@@ -148,5 +156,17 @@ mod tests {
         assert_eq!(c.first_after(&peer(10).id).unwrap().id, peer(50).id);
         assert_eq!(c.first_after(&peer(60).id).unwrap().id, peer(10).id);
         assert_eq!(c.first_after(&peer(0).id).unwrap().id, peer(10).id);
+    }
+
+    #[test]
+    fn last_before_wraps_and_skips_the_id_itself() {
+        let mut c = PeerCache::new(10);
+        assert!(c.last_before(&peer(5).id).is_none());
+        for b in [10, 50] {
+            c.learn(peer(b));
+        }
+        assert_eq!(c.last_before(&peer(50).id).unwrap().id, peer(10).id);
+        assert_eq!(c.last_before(&peer(60).id).unwrap().id, peer(50).id);
+        assert_eq!(c.last_before(&peer(5).id).unwrap().id, peer(50).id);
     }
 }

@@ -623,6 +623,23 @@ impl Clients {
 /// A first attempt's shortcut to the key's holders: our successor list when it covers the key,
 /// else the routing cache's guess (unless it names us: then our predecessor knows better). Marks
 /// the op guessed where the holders may be stale.
+/// Does the routing cache know the nodes on either side of `key` closely enough that the first
+/// after it is likely its holder? Only if they lie no further apart than twice the mean spacing of
+/// our own successors: a wider gap most likely hides nodes we never heard of, and a wrong guess
+/// costs a round trip before the lookup (measured on a simulated WAN: GET p50 above h + 3 delays).
+fn cache_dense_at(ctx: &Ctx, key: &Id) -> bool {
+    let (succs, me) = (ctx.ring.succs(), ctx.ring.me.id);
+    let (Some(last), Some(before), Some(after)) = (
+        succs.last(),
+        ctx.cache.last_before(key),
+        ctx.cache.first_after(key),
+    ) else {
+        return false;
+    };
+    let twice_the_spacing = me.distance_to(&last.id).scaled(2, succs.len() as u128);
+    before.id.distance_to(&after.id) <= twice_the_spacing
+}
+
 fn guess_holders(ctx: &mut Ctx, op: &mut ClientOp, nodes: &mut Vec<Peer>) -> bool {
     if let Some((i, _)) = ctx.ring.owner_in_succs(&op.key) {
         ctx.stats.lookups_local += 1;
@@ -633,6 +650,9 @@ fn guess_holders(ctx: &mut Ctx, op: &mut ClientOp, nodes: &mut Vec<Peer>) -> boo
     }
     // A majority read takes its holders from a real lookup, never from the cache's guess.
     if matches!(op.kind, OpKind::Get) && ctx.cfg.read_quorum == ReadQuorum::Majority {
+        return false;
+    }
+    if !cache_dense_at(ctx, &op.key) {
         return false;
     }
     let more = ctx.cfg.replication_max as usize - 1;

@@ -278,15 +278,30 @@ fn rebalancing_evens_a_randomly_placed_warm_ring() {
     let mut sim = Sim::new(seed, cfg, NetConfig::default());
     sim.warm_start(n);
     let before = ring_balance(&sim);
+    let sent_before = messages_sent(&sim);
     let mut report = Vec::new();
+    let mut last_minute = 0;
     for minute in 1..=minutes {
+        let sent = messages_sent(&sim);
         sim.run_for(60_000);
+        last_minute = messages_sent(&sim) - sent;
         if minute % 10 == 0 || minute == minutes {
             let b = ring_balance(&sim);
-            report.push(format!("{minute} min: p99 {:.2} max {:.2}", b.p99, b.max));
+            let moves = last_minute as f64 / n as f64 / 60.0;
+            report.push(format!(
+                "{minute} min: p99 {:.2} max {:.2}, {moves:.3} msgs/node/s in its last minute",
+                b.p99, b.max
+            ));
         }
     }
     let after = ring_balance(&sim);
+    let per_node_s = |sent: u64| sent as f64 / n as f64 / (minutes * 60) as f64;
+    let rate = per_node_s(messages_sent(&sim) - sent_before);
+    // The same ring and time without rebalancing: the maintenance traffic it adds.
+    let mut still = Sim::new(seed, paper_config(), NetConfig::default());
+    still.warm_start(n);
+    still.run_for(minutes * 60_000);
+    let rate_still = per_node_s(messages_sent(&still));
     let moves: u64 = sim
         .nodes
         .values()
@@ -296,6 +311,8 @@ fn rebalancing_evens_a_randomly_placed_warm_ring() {
     eprintln!(
         "[scale balance] N = {n}, warm start on slot 0: range/mean p99 {:.2} max {:.2} p1 {:.3}; \
          rebalancing at 30 s periods: {}; {moves} moves; p1 after {:.3}; lookups after: {}; \
+         messages per node per s {rate:.3}, in the last minute {:.3} (without rebalancing \
+         {rate_still:.3}: x{:.2}, x{:.2}); \
          {:.0} s wall, peak RSS {} MiB",
         before.p99,
         before.max,
@@ -306,6 +323,9 @@ fn rebalancing_evens_a_randomly_placed_warm_ring() {
             Ok(p) => format!("{} right", p.len()),
             Err(e) => e.clone(),
         },
+        per_node_s(last_minute) * minutes as f64,
+        rate / rate_still,
+        per_node_s(last_minute) * minutes as f64 / rate_still,
         wall.elapsed().as_secs_f64(),
         peak_rss_mib()
     );
@@ -313,6 +333,11 @@ fn rebalancing_evens_a_randomly_placed_warm_ring() {
         moves > 0 && after.max < before.max,
         "seed {seed}: rebalancing evened nothing"
     );
+}
+
+/// P2P messages sent so far, all types.
+fn messages_sent(sim: &Sim) -> u64 {
+    sim.traffic.values().map(|(count, _)| count).sum()
 }
 
 fn ring_balance(sim: &Sim) -> voidphone_dht::balance::Balance {

@@ -16,8 +16,11 @@ use crate::time::Time;
 /// Registrations kept at once (the oldest goes first): a range holds `id_slots_per_ip − 1` of them
 /// per node on average, more in a large range.
 pub const SPARES_MAX: usize = 256;
-/// A registration lives this many rebalance periods (its holder renews it every period).
-pub const SPARE_LIFE_PERIODS: u64 = 3;
+/// A registration lives this many rebalance periods: its holder renews one spare slot a period in
+/// turn, each every `slots - 1` periods, and two periods more ride out a lost renewal.
+pub fn spare_life_periods(slots: u8) -> u64 {
+    u64::from(slots) + 1
+}
 /// A node moves at most once per this many rebalance periods.
 pub const MOVE_EVERY: u64 = 3;
 /// The policy: invite when our range is above the mean we estimate; a move must lower the sum of

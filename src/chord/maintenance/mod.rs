@@ -130,6 +130,8 @@ pub(super) struct Maintenance {
     spares: Spares,
     /// When we last moved (rebalancing), if ever.
     moved_at: Option<Time>,
+    /// The spare slot the next rebalance period registers.
+    spare_next: u8,
     /// The identities we left (the latest [`LEFT_IDS_MAX`]).
     left_ids: Vec<Peer>,
     /// Which peer was told (LEAVE) which of those identities is gone, and when.
@@ -188,6 +190,7 @@ impl Maintenance {
                 .then(SlotChoice::default),
             spares: Spares::default(),
             moved_at: None,
+            spare_next: 0,
             left_ids: Vec::new(),
             told_of_move: Vec::new(),
         }

@@ -136,18 +136,23 @@ impl Maintenance {
         self.join(ctx);
     }
 
-    /// Once per rebalance period: register each of our spare slot ids with the node whose range it
-    /// falls in, and, with a range above the mean we estimate, invite the registered node whose
-    /// move evens the ring most.
+    /// Once per rebalance period: register the next of our spare slot ids in turn with the node
+    /// whose range it falls in (one lookup a period: registering all of them every period made
+    /// rebalancing cost six times the ring's maintenance traffic), and, with a range above the mean
+    /// we estimate, invite the registered node whose move evens the ring most.
     pub(super) fn rebalance(&mut self, ctx: &mut Ctx) {
         if !ctx.joined || ctx.leaving || ctx.ring.succs().is_empty() {
             return;
         }
         let me = ctx.ring.me;
-        for slot in 0..ctx.cfg.id_slots_per_ip {
+        let slots = ctx.cfg.id_slots_per_ip;
+        for _ in 0..slots {
+            let slot = self.spare_next % slots;
+            self.spare_next = (slot + 1) % slots;
             let id = Id::of_addr_slot(me.addr, slot);
             if id != me.id {
                 let _ = routing::find(ctx, &mut self.requests, id, 0, Rpc::SpareFind { slot });
+                break;
             }
         }
         let Some(pred) = ctx.ring.pred else {
@@ -200,7 +205,8 @@ impl Maintenance {
         let Some(pred) = ctx.ring.pred else {
             return;
         };
-        let life = rebalance::SPARE_LIFE_PERIODS * ctx.cfg.rebalance_interval_ms;
+        let life =
+            rebalance::spare_life_periods(ctx.cfg.id_slots_per_ip) * ctx.cfg.rebalance_interval_ms;
         let ours = (pred.id, ctx.ring.me.id);
         let slots = ctx.cfg.id_slots_per_ip;
         self.spares

@@ -17,11 +17,11 @@ const PAPER_PERIOD_MS: u64 = 30_000;
 const R: usize = 20;
 
 fn paper_config() -> NodeConfig {
-    let mut c = Sim::default_node_config();
-    c.stabilize_interval_ms = PAPER_PERIOD_MS;
-    c.fix_fingers_interval_ms = PAPER_PERIOD_MS;
-    c.check_predecessor_interval_ms = PAPER_PERIOD_MS;
-    c.successors = R;
+    let c = Sim::paper_node_config();
+    assert_eq!(
+        (c.stabilize_interval_ms, c.successors),
+        (PAPER_PERIOD_MS, R)
+    );
     c
 }
 

@@ -67,11 +67,11 @@ const CHURN_EVENTS_PER_S: f64 = 0.4;
 const CHURN_MS: u64 = 15 * 60_000;
 
 fn paper_config() -> NodeConfig {
-    let mut c = Sim::default_node_config();
-    c.stabilize_interval_ms = PAPER_PERIOD_MS;
-    c.fix_fingers_interval_ms = PAPER_PERIOD_MS;
-    c.check_predecessor_interval_ms = PAPER_PERIOD_MS;
-    c.successors = R;
+    let c = Sim::paper_node_config();
+    assert_eq!(
+        (c.stabilize_interval_ms, c.successors),
+        (PAPER_PERIOD_MS, R)
+    );
     c
 }
 

@@ -205,6 +205,17 @@ impl Sim {
         }
     }
 
+    /// The Chord papers' setup: stabilize, finger fixing and predecessor checks every 30 s, a
+    /// successor list of r = 20.
+    pub fn paper_node_config() -> NodeConfig {
+        let mut c = Sim::default_node_config();
+        c.stabilize_interval_ms = 30_000;
+        c.fix_fingers_interval_ms = 30_000;
+        c.check_predecessor_interval_ms = 30_000;
+        c.successors = 20;
+        c
+    }
+
     /// A node config tuned like the papers' simulations but faster: stabilize every second.
     pub fn default_node_config() -> NodeConfig {
         let mut c = crate::config::Config::default().node;
@@ -700,8 +711,16 @@ pub fn seed_from_env(default: u64) -> u64 {
 
 /// FNV-1a over two addresses (for [`NetConfig::fixed_link_latency`]).
 fn pair_hash(a: SocketAddr, b: SocketAddr) -> u64 {
-    let text = format!("{a}{b}");
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, byte| {
-        (h ^ byte as u64).wrapping_mul(0x0100_0000_01b3)
-    })
+    let bytes = |s: SocketAddr| {
+        let ip = match s.ip() {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            std::net::IpAddr::V6(v6) => v6.octets(),
+        };
+        ip.into_iter().chain(s.port().to_be_bytes())
+    };
+    bytes(a)
+        .chain(bytes(b))
+        .fold(0xcbf2_9ce4_8422_2325, |h, byte| {
+            (h ^ byte as u64).wrapping_mul(0x0100_0000_01b3)
+        })
 }

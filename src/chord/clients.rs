@@ -620,9 +620,6 @@ impl Clients {
     }
 }
 
-/// A first attempt's shortcut to the key's holders: our successor list when it covers the key,
-/// else the routing cache's guess (unless it names us: then our predecessor knows better). Marks
-/// the op guessed where the holders may be stale.
 /// Does the routing cache know the nodes on either side of `key` closely enough that the first
 /// after it is likely its holder? Only if they lie no further apart than twice the mean spacing of
 /// our own successors: a wider gap most likely hides nodes we never heard of, and a wrong guess
@@ -640,6 +637,10 @@ fn cache_dense_at(ctx: &Ctx, key: &Id) -> bool {
     before.id.distance_to(&after.id) <= twice_the_spacing
 }
 
+/// A first attempt's shortcut to the key's holders: our successor list when it covers the key,
+/// else the routing cache's guess where it is dense around the key (unless it names us: then our
+/// predecessor knows better). Marks
+/// the op guessed where the holders may be stale.
 fn guess_holders(ctx: &mut Ctx, op: &mut ClientOp, nodes: &mut Vec<Peer>) -> bool {
     if let Some((i, _)) = ctx.ring.owner_in_succs(&op.key) {
         ctx.stats.lookups_local += 1;

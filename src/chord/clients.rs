@@ -639,8 +639,7 @@ fn cache_dense_at(ctx: &Ctx, key: &Id) -> bool {
 
 /// A first attempt's shortcut to the key's holders: our successor list when it covers the key,
 /// else the routing cache's guess where it is dense around the key (unless it names us: then our
-/// predecessor knows better). Marks
-/// the op guessed where the holders may be stale.
+/// predecessor knows better). Marks the op guessed where the holders may be stale.
 fn guess_holders(ctx: &mut Ctx, op: &mut ClientOp, nodes: &mut Vec<Peer>) -> bool {
     if let Some((i, _)) = ctx.ring.owner_in_succs(&op.key) {
         ctx.stats.lookups_local += 1;

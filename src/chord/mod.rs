@@ -200,17 +200,7 @@ impl Node {
             self.maintenance.tell_of_move(ctx, from);
         }
         match msg {
-            PeerMsg::Hello { node } if ctx.ids.hello_fits(from, &node) => {
-                ctx.departed.revive(&node);
-                ctx.output(Output::PeerNamed { conn: from, node })
-            }
-            PeerMsg::Hello { node } => log::warn!(
-                "[{}] {} said HELLO as {} ({}): not an id its address may hold; not believed",
-                ctx.short(),
-                from,
-                node.id.short(),
-                node.addr
-            ),
+            PeerMsg::Hello { node } => self.on_hello(from, node),
             // Outside a ring we keep silent to the membership checks: a neighbour that still
             // points at our identity (we crashed or left and came back) drops it on the timeout
             // instead of routing our own join back to us.
@@ -254,6 +244,23 @@ impl Node {
             }
             answer => self.on_answer(from, request, answer),
         }
+    }
+
+    /// HELLO names the peer at the other end of a connection: believed only with an id its
+    /// address may hold.
+    fn on_hello(&mut self, from: SocketAddr, node: Peer) {
+        let ctx = &mut self.ctx;
+        if !ctx.ids.hello_fits(from, &node) {
+            return log::warn!(
+                "[{}] {} said HELLO as {} ({}): not an id its address may hold; not believed",
+                ctx.short(),
+                from,
+                node.id.short(),
+                node.addr
+            );
+        }
+        ctx.departed.revive(&node);
+        ctx.output(Output::PeerNamed { conn: from, node })
     }
 
     /// An answer to one of our requests, for the part that sent it.

@@ -120,32 +120,7 @@ impl Repair {
             .take(copies.unwrap_or(1) as usize - 1)
             .copied()
             .collect();
-        // After a predecessor change every successor past the holders is asked; otherwise only
-        // those new since the last round (a merge settling, a join).
-        let deep_all = std::mem::take(&mut self.deep);
-        let window = ctx.cfg.replication_max as usize;
-        let beyond: Vec<(usize, Peer)> = (ctx.ring.succs().iter().enumerate())
-            .take(window)
-            .skip(holders.len())
-            .filter(|(_, p)| deep_all || !self.last_asked.contains(&p.addr))
-            .map(|(i, p)| (i, *p))
-            .collect();
-        self.last_asked.clear();
-        let window = ctx.ring.succs().iter().take(window);
-        self.last_asked.extend(window.map(|p| p.addr));
-        for (index, holder) in beyond {
-            let msg = PeerMsg::Sync {
-                from: pred.id,
-                to: me.id,
-                index: index as u8 | DEEP,
-                buckets: vec![(0, 0); SYNC_BUCKETS],
-            };
-            ctx.stats.repair_messages += 1;
-            let index = index | DEEP as usize;
-            let _ = self
-                .requests
-                .send(ctx, holder.addr, msg, Rpc::Sync { holder, index });
-        }
+        self.deep_syncs(ctx, (pred.id, me.id), holders.len());
         for (index, holder) in holders.into_iter().enumerate() {
             let msg = PeerMsg::Sync {
                 from: pred.id,
@@ -155,6 +130,36 @@ impl Repair {
             };
             ctx.stats.repair_messages += 1;
             // A full table drops the SYNC: the next round sends it again.
+            let _ = self
+                .requests
+                .send(ctx, holder.addr, msg, Rpc::Sync { holder, index });
+        }
+    }
+
+    /// The round's DEEP SYNCs (see [`DEEP`]) for our range `(from, to]`, to successors past the
+    /// first `holders`: after a predecessor change to all of them (up to `replication_max`),
+    /// otherwise only to those new since the last round (a merge settling, a join).
+    fn deep_syncs(&mut self, ctx: &mut Ctx, (from, to): (Id, Id), holders: usize) {
+        let deep_all = std::mem::take(&mut self.deep);
+        let window = ctx.cfg.replication_max as usize;
+        let beyond: Vec<(usize, Peer)> = (ctx.ring.succs().iter().enumerate())
+            .take(window)
+            .skip(holders)
+            .filter(|(_, p)| deep_all || !self.last_asked.contains(&p.addr))
+            .map(|(i, p)| (i, *p))
+            .collect();
+        self.last_asked.clear();
+        let window = ctx.ring.succs().iter().take(window);
+        self.last_asked.extend(window.map(|p| p.addr));
+        for (index, holder) in beyond {
+            let msg = PeerMsg::Sync {
+                from,
+                to,
+                index: index as u8 | DEEP,
+                buckets: vec![(0, 0); SYNC_BUCKETS],
+            };
+            ctx.stats.repair_messages += 1;
+            let index = index | DEEP as usize;
             let _ = self
                 .requests
                 .send(ctx, holder.addr, msg, Rpc::Sync { holder, index });

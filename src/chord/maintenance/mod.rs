@@ -494,7 +494,13 @@ impl Maintenance {
         if s.addr != from {
             return; // the list changed meanwhile; the next round asks the new successor
         }
+        // Our successor applies its own tombstones: it names a departed identity again only once
+        // that spoke to it itself (a node back after a leave).
         let (pred, succs) = reply;
+        pred.iter()
+            .chain(&succs)
+            .for_each(|p| ctx.departed.revive(p));
+        let (pred, succs) = believable(ctx, pred, succs);
         ctx.ring.set_succs(std::iter::once(s).chain(succs));
         ctx.ring.heard_from(s.addr);
         self.stabilize_step(ctx, s, pred);
@@ -715,13 +721,7 @@ impl Maintenance {
                 self.reunite_answered(ctx, from, target, nodes)
             }
             (Rpc::Stabilize, PeerMsg::PredecessorReply { pred, succs }) => {
-                // Our successor applies its own tombstones: it names a departed identity again
-                // only once that spoke to it itself (a node back after a leave).
-                for p in pred.iter().chain(&succs) {
-                    ctx.departed.revive(p);
-                }
-                let reply = believable(ctx, pred, succs);
-                self.successor_answered(ctx, from, reply)
+                self.successor_answered(ctx, from, (pred, succs))
             }
             (
                 Rpc::Candidate { candidate, .. } | Rpc::Adopt { candidate },

@@ -251,6 +251,12 @@ impl Sim {
         // One IP per node (ids are bound to the IP): 127.1.0.1 on, past 65,535 nodes 127.2.0.0 on.
         let ip = [127, 1 + (n >> 16) as u8, (n >> 8) as u8, n as u8];
         let addr = SocketAddr::from((ip, 7000));
+        self.start_node(addr, bootstrap, record);
+        addr
+    }
+
+    /// A fresh node process on `addr`, joining through `bootstrap` (or starting a ring).
+    fn start_node(&mut self, addr: SocketAddr, bootstrap: Option<SocketAddr>, record: Record) {
         let mut cfg = self.node_cfg.clone();
         cfg.bootstrap = bootstrap.into_iter().collect();
         let seed = self.rng.next_u64();
@@ -273,7 +279,6 @@ impl Sim {
             },
         );
         self.after_handle(addr);
-        addr
     }
 
     /// Adds nodes until there are `n`, at random times within `spread_ms`, each joining through a
@@ -350,16 +355,7 @@ impl Sim {
     /// through `bootstrap`; with a pinned `id_slot` it comes back as the same identity.
     pub fn restart(&mut self, addr: SocketAddr, bootstrap: SocketAddr) {
         self.nodes.remove(&addr);
-        let mut cfg = self.node_cfg.clone();
-        cfg.bootstrap = vec![bootstrap];
-        let node = Node::new(cfg, addr, self.rng.next_u64(), self.now);
-        let sim_node = SimNode {
-            node,
-            wake: None,
-            recording: None,
-        };
-        self.nodes.insert(addr, sim_node);
-        self.after_handle(addr);
+        self.start_node(addr, Some(bootstrap), Record::No);
     }
 
     /// Graceful leave: the node hands its values on and tells its neighbours, and is gone once the

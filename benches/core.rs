@@ -107,6 +107,7 @@ fn routing_step(c: &mut Criterion) {
                 hops: 0,
                 last_hop: false,
                 reply_to: asker,
+                read: false,
             };
             node.handle_input(
                 Input::PeerFrame {

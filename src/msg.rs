@@ -25,6 +25,8 @@ pub const PREDECESSORS: u16 = 1009;
 pub const SPARE: u16 = 1010;
 pub const INVITE: u16 = 1011;
 pub const FIND_TAKEN: u16 = 1012;
+pub const FIND_VALUE: u16 = 1013;
+pub const VALUE_FOUND: u16 = 1014;
 pub const PEER_FIND: u16 = 1051;
 pub const PEER_FOUND: u16 = 1052;
 pub const PREDECESSOR_GET: u16 = 1053;
@@ -95,18 +97,29 @@ pub enum PeerMsg {
         reason: FailureReason,
     },
     /// Find the node responsible for `target`; forwarded recursively, answered to `reply_to`.
-    /// `last_hop`: the sender's successor pointer says the receiver is responsible.
+    /// `last_hop`: the sender's successor pointer says the receiver is responsible. `read` (FIND
+    /// VALUE, same body): the responsible node answers with the value under `target` (VALUE FOUND)
+    /// rather than PEER FOUND, a GET in one pass.
     PeerFind {
         target: Id,
         hops: u8,
         last_hop: bool,
         reply_to: SocketAddr,
+        read: bool,
     },
     /// `nodes[0]` is responsible for `target`; the rest are its successors (the replica holders).
     PeerFound {
         target: Id,
         hops: u8,
         nodes: Vec<Peer>,
+    },
+    /// The answer to FIND VALUE: `nodes` as in PEER FOUND (the responsible node alone when the
+    /// value comes along), and what it holds under `target`.
+    ValueFound {
+        target: Id,
+        hops: u8,
+        nodes: Vec<Peer>,
+        held: Held,
     },
     PredecessorGet,
     /// The answerer's predecessor and successor list (Zave's stabilize asks for both at once).
@@ -173,6 +186,16 @@ pub enum PeerMsg {
     InfoReply(Box<NodeInfo>),
 }
 
+/// What the responsible node holds under a FIND VALUE's key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// No value: its replicas (the other `nodes`) may still hold one stored before it took over.
+    Missing,
+    Value(Bytes),
+    /// A value larger than a VALUE FOUND carries: ask with STORAGE GET.
+    TooLarge,
+}
+
 /// A node leaving the ring, and the neighbours that take its place.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Departure {
@@ -212,7 +235,9 @@ impl PeerMsg {
             PeerMsg::StorageGetSuccess { .. } => STORAGE_GET_SUCCESS,
             PeerMsg::StoragePutSuccess { .. } => STORAGE_PUT_SUCCESS,
             PeerMsg::StorageFailure { .. } => STORAGE_FAILURE,
-            PeerMsg::PeerFind { .. } => PEER_FIND,
+            PeerMsg::PeerFind { read: false, .. } => PEER_FIND,
+            PeerMsg::PeerFind { read: true, .. } => FIND_VALUE,
+            PeerMsg::ValueFound { .. } => VALUE_FOUND,
             PeerMsg::PeerFound { .. } => PEER_FOUND,
             PeerMsg::FindTaken => FIND_TAKEN,
             PeerMsg::PredecessorGet => PREDECESSOR_GET,

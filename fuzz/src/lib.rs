@@ -18,7 +18,8 @@ use voidphone_dht::chord::{Collected, Input, Node, Transmit, drive};
 use voidphone_dht::config::Config;
 use voidphone_dht::id::{Id, Key};
 use voidphone_dht::msg::{
-    COPY_FLAG, Departure, FailureReason, Frame, NodeInfo, PEERS_MAX, Peer, PeerMsg, SYNC_BUCKETS,
+    COPY_FLAG, Departure, FailureReason, Frame, Held, NodeInfo, PEERS_MAX, Peer, PeerMsg,
+    SYNC_BUCKETS,
 };
 use voidphone_dht::time::{Prng, Time};
 use voidphone_dht::wire::api::{self, ApiReply, ApiRequest};
@@ -414,6 +415,14 @@ impl World {
         }
     }
 
+    fn held(&self, s: &mut Src) -> Held {
+        match s.below(3) {
+            0 => Held::Missing,
+            1 => Held::Value(self.value(s)),
+            _ => Held::TooLarge,
+        }
+    }
+
     fn sync_keys(&self, s: &mut Src) -> Vec<(Key, u64)> {
         (0..s.below(10))
             .map(|_| (self.key(s), self.version(s)))
@@ -422,8 +431,14 @@ impl World {
 
     /// Any message, as a peer could send it.
     pub fn msg(&self, s: &mut Src) -> PeerMsg {
-        match s.below(24) {
+        match s.below(25) {
             0 => PeerMsg::StorageGet { key: self.key(s) },
+            24 => PeerMsg::ValueFound {
+                target: self.id(s),
+                hops: s.u8(),
+                nodes: self.peers(s, true),
+                held: self.held(s),
+            },
             1 => PeerMsg::StoragePut {
                 ttl_ms: self.ttl_ms(s),
                 replication: self.replication(s),
@@ -451,6 +466,7 @@ impl World {
                 hops: s.u8(),
                 last_hop: s.bool(),
                 reply_to: self.addr(s),
+                read: s.bool(),
             },
             6 => PeerMsg::PeerFound {
                 target: self.id(s),
@@ -539,7 +555,7 @@ impl World {
             PeerMsg::PredecessorsGet => PeerMsg::Predecessors {
                 preds: self.peers(s, false),
             },
-            PeerMsg::PeerFind { target, .. } => {
+            PeerMsg::PeerFind { target, read, .. } => {
                 let nodes = if honest {
                     let mut v = self.ring_from(target);
                     v.truncate(1 + s.below(4));
@@ -547,10 +563,22 @@ impl World {
                 } else {
                     self.peers(s, true)
                 };
-                PeerMsg::PeerFound {
-                    target: if s.below(8) == 0 { self.id(s) } else { *target },
-                    hops: s.u8() % 16,
-                    nodes,
+                let target = if s.below(8) == 0 { self.id(s) } else { *target };
+                let hops = s.u8() % 16;
+                if *read && s.bool() {
+                    let held = self.held(s);
+                    PeerMsg::ValueFound {
+                        target,
+                        hops,
+                        nodes,
+                        held,
+                    }
+                } else {
+                    PeerMsg::PeerFound {
+                        target,
+                        hops,
+                        nodes,
+                    }
                 }
             }
             PeerMsg::StorageGet { key } => match s.below(3) {

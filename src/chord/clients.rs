@@ -11,7 +11,7 @@ use super::values::{Values, ttl_ms};
 use super::{ClientId, Output};
 use crate::config::ReadQuorum;
 use crate::id::{Id, Key};
-use crate::msg::{FailureReason, Peer, PeerMsg};
+use crate::msg::{FailureReason, Held, Peer, PeerMsg};
 use crate::storage::Writer;
 use crate::time::Time;
 use crate::wire::api::{ApiReply, ApiRequest};
@@ -234,8 +234,12 @@ impl Clients {
         self.lists.give(nodes);
         self.count(&mut op);
         let skip = op.attempt;
+        // A GET rides on the lookup (FIND VALUE): the responsible node answers with the value. A
+        // majority read needs every holder's answer, so it looks the holders up first.
+        let read = matches!(op.kind, OpKind::Get) && ctx.cfg.read_quorum != ReadQuorum::Majority;
+        let what = Waiting::Lookup(op);
         if let Err(Waiting::Lookup(op)) =
-            routing::find(ctx, &mut self.requests, key, skip, Waiting::Lookup(op))
+            routing::find(ctx, &mut self.requests, (key, read), skip, what)
         {
             self.failed(ctx, op);
         }
@@ -424,6 +428,18 @@ impl Clients {
                         self.retry(ctx, op);
                     }
                 }
+                PeerMsg::ValueFound {
+                    target,
+                    hops,
+                    nodes,
+                    held,
+                } if target == op.key && matches!(op.kind, OpKind::Get) => {
+                    if routing::found(ctx, from, (target, hops), &nodes) {
+                        self.value_found(ctx, values, op, nodes, held);
+                    } else {
+                        self.retry(ctx, op);
+                    }
+                }
                 other => self.unexpected(ctx, values, from, other, Waiting::Lookup(op)),
             },
             Waiting::Holder { op, rest, asked } => {
@@ -444,6 +460,29 @@ impl Clients {
                 };
                 self.quorum_answer(ctx, id, value)
             }
+        }
+    }
+
+    /// The responsible node's answer to our FIND VALUE (`nodes`: it, then where to look next).
+    fn value_found(
+        &mut self,
+        ctx: &mut Ctx,
+        values: &mut Values,
+        op: ClientOp,
+        mut nodes: Vec<Peer>,
+        held: Held,
+    ) {
+        match held {
+            Held::Value(value) => {
+                self.answer(ctx, &op, ApiReply::Success { key: op.key, value });
+                self.lists.give(nodes);
+            }
+            // A value stored just before it took over may still sit on the next replicas.
+            Held::Missing => {
+                nodes.remove(0);
+                self.next_holder(ctx, op, nodes, Miss::NotFound)
+            }
+            Held::TooLarge => self.at_holders(ctx, values, op, nodes),
         }
     }
 

@@ -52,6 +52,8 @@ pub(super) enum RingEvent {
     /// Rebalancing: we move to `slot`, joining again through `via`. Our values go to our
     /// successor first (as at a leave), then maintenance leaves and re-joins.
     Move { slot: u8, via: SocketAddr },
+    /// A FIND VALUE reached us, responsible for its key: answer it with what we hold.
+    ReadHere(super::routing::Find),
 }
 
 /// Counters for operators, benches and the simulator.

@@ -289,6 +289,7 @@ mod tests {
                 hops: 1,
                 last_hop: false,
                 reply_to: peer(1).addr,
+                read: false,
             },
             to: peer(to).addr,
             at: Time::from_ms(at),

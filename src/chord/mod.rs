@@ -216,6 +216,7 @@ impl Node {
                 hops,
                 last_hop,
                 reply_to,
+                read,
             } => {
                 let find = routing::Find {
                     request,
@@ -223,6 +224,7 @@ impl Node {
                     hops,
                     last_hop,
                     reply_to,
+                    read,
                 };
                 routing::on_peer_find(ctx, from, find)
             }
@@ -334,6 +336,10 @@ impl Node {
                         }
                         self.values.forget_all(ctx);
                         self.maintenance.move_to(ctx, slot, via);
+                    }
+                    RingEvent::ReadHere(find) => {
+                        let value = self.values.read(&self.ctx, &find.target);
+                        routing::answer_read(&mut self.ctx, find, value);
                     }
                 }
             }

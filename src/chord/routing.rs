@@ -5,21 +5,27 @@
 //! says FIND TAKEN: one whose next hop is reported unreachable ([`on_unreachable`]) or stays
 //! silent past its per-hop timeout ([`on_timeout`]) goes on by the next-best hop.
 
-use super::context::{Ctx, Requests};
+use super::context::{Ctx, Requests, RingEvent};
 use super::forwards::{self, Forward};
 use crate::id::Id;
-use crate::msg::{PEERS_MAX, Peer, PeerMsg};
+use crate::msg::{Held, PEERS_MAX, Peer, PeerMsg};
+use bytes::Bytes;
 use std::net::SocketAddr;
 
 /// The most hops a PEER FIND may take before it is dropped (a loop guard: Chord needs O(log N)).
 pub const HOPS_MAX: u8 = 64;
 
-/// Sends PEER FIND for `target` to the best next hop (the `skip`-th best on retries) as a request
-/// of `requests`; `what` comes back when that table is full.
+/// The largest value a VALUE FOUND carries; a larger one is fetched with STORAGE GET. A FIND VALUE
+/// names its `reply_to` unchecked, so this bounds what a stranger can have sent to a third party
+/// per find to about what a PEER FOUND of [`PEERS_MAX`] nodes already is.
+pub const INLINE_VALUE_MAX: usize = 4096;
+
+/// Sends PEER FIND (FIND VALUE when `read`) for `target` to the best next hop (the `skip`-th best
+/// on retries) as a request of `requests`; `what` comes back when that table is full.
 pub(super) fn find<T>(
     ctx: &mut Ctx,
     requests: &mut Requests<T>,
-    target: Id,
+    (target, read): (Id, bool),
     skip: usize,
     what: T,
 ) -> Result<(), T> {
@@ -27,7 +33,7 @@ pub(super) fn find<T>(
         .ring
         .closest_preceding(&target, skip)
         .unwrap_or_else(|| ctx.ring.successor());
-    find_via(ctx, requests, next.addr, target, what)
+    send_find(ctx, requests, next.addr, (target, read), what)
 }
 
 /// Sends PEER FIND for `target` to `via` (a join goes through a contact).
@@ -38,11 +44,22 @@ pub(super) fn find_via<T>(
     target: Id,
     what: T,
 ) -> Result<(), T> {
+    send_find(ctx, requests, via, (target, false), what)
+}
+
+fn send_find<T>(
+    ctx: &mut Ctx,
+    requests: &mut Requests<T>,
+    via: SocketAddr,
+    (target, read): (Id, bool),
+    what: T,
+) -> Result<(), T> {
     let msg = PeerMsg::PeerFind {
         target,
         hops: 0,
         last_hop: false,
         reply_to: ctx.me().addr,
+        read,
     };
     requests.send_find(ctx, via, msg, what)
 }
@@ -91,14 +108,39 @@ pub(super) fn nodes_from_me_into(ctx: &Ctx, nodes: &mut Vec<Peer>) {
     nodes.extend(ctx.ring.succs().iter().take(PEERS_MAX - 1));
 }
 
-/// A PEER FIND to forward or answer, as it arrived.
-#[derive(Clone, Debug)]
+/// A PEER FIND (or FIND VALUE) to forward or answer, as it arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Find {
     pub request: u64,
     pub target: Id,
     pub hops: u8,
     pub last_hop: bool,
     pub reply_to: SocketAddr,
+    /// FIND VALUE: the responsible node answers with the value ([`answer_read`]).
+    pub read: bool,
+}
+
+/// Answers a FIND VALUE that reached the responsible node (us) with what we hold under its key:
+/// the value itself when small enough, alone with us as the node; else our successors too, where
+/// the asker may look next.
+pub(super) fn answer_read(ctx: &mut Ctx, find: Find, value: Option<Bytes>) {
+    let mut nodes = vec![ctx.ring.me];
+    let held = match value {
+        Some(value) if value.len() <= INLINE_VALUE_MAX => Held::Value(value),
+        Some(_) => Held::TooLarge,
+        None => {
+            nodes.clear();
+            nodes_from_me_into(ctx, &mut nodes);
+            Held::Missing
+        }
+    };
+    let msg = PeerMsg::ValueFound {
+        target: find.target,
+        hops: find.hops + 1,
+        nodes,
+        held,
+    };
+    ctx.send(find.reply_to, find.request, msg);
 }
 
 /// PEER FIND from `from`: FIND TAKEN to `from` at once (its per-hop timer waits for it), then
@@ -189,6 +231,10 @@ fn handle(ctx: &mut Ctx, find: Find, dead: Vec<SocketAddr>) {
     // predecessor we sent its last hop back to is dead (silent: the ring view still holds it).
     let pred_gone = ctx.ring.pred.is_none_or(|p| dead.contains(&p.addr));
     let answer = ctx.ring.owns(&find.target) || (find.last_hop && pred_gone);
+    if answer && find.read {
+        // The value lives in the node's store, which routing does not reach.
+        return ctx.publish(RingEvent::ReadHere(find));
+    }
     if answer {
         let mut nodes = Vec::new();
         nodes_from_me_into(ctx, &mut nodes);
@@ -213,6 +259,7 @@ fn handle(ctx: &mut Ctx, find: Find, dead: Vec<SocketAddr>) {
         hops: find.hops + 1,
         last_hop: next_is_last,
         reply_to: find.reply_to,
+        read: find.read,
     };
     ctx.send(next.addr, find.request, msg);
     ctx.stats.finds_forwarded += 1;
@@ -293,6 +340,7 @@ mod tests {
             hops: 2,
             last_hop,
             reply_to: peer(1).addr,
+            read: false,
         }
     }
 
@@ -321,6 +369,7 @@ mod tests {
                     hops,
                     last_hop,
                     reply_to: peer(1).addr,
+                    read: false,
                 },
             ),
         }
@@ -453,6 +502,52 @@ mod tests {
         // Another find still goes to 150 first.
         on_find(&mut ctx, find(140, false));
         assert_eq!(sent(&mut ctx), vec![peer_find(150, 140, 3, true)]);
+    }
+
+    #[test]
+    fn a_find_value_goes_on_as_one_and_is_answered_with_the_value_where_it_lands() {
+        let mut ctx = ctx();
+        let read = |target| Find {
+            read: true,
+            ..find(target, false)
+        };
+        on_find(&mut ctx, read(140));
+        let mut on = peer_find(150, 140, 3, true);
+        if let PeerMsg::PeerFind { read, .. } = &mut on.frame.msg {
+            *read = true;
+        }
+        assert_eq!(sent(&mut ctx), vec![on]);
+        // Ours: the node's store is asked (an event), not the ring view.
+        on_find(&mut ctx, read(80));
+        assert!(sent(&mut ctx).is_empty());
+        assert!(matches!(ctx.take_events()[..], [RingEvent::ReadHere(f)] if f == read(80)));
+        let answer = |ctx: &mut Ctx, value: Option<Bytes>| {
+            answer_read(ctx, read(80), value);
+            let out = sent(ctx);
+            assert_eq!(
+                (out.len(), out[0].to, out[0].frame.request),
+                (1, peer(1).addr, 77)
+            );
+            match out[0].frame.msg.clone() {
+                PeerMsg::ValueFound {
+                    nodes, held, hops, ..
+                } => (nodes, held, hops),
+                other => panic!("not a VALUE FOUND: {other:?}"),
+            }
+        };
+        let small = Bytes::from_static(b"v");
+        assert_eq!(
+            answer(&mut ctx, Some(small.clone())),
+            (vec![peer(100)], Held::Value(small), 3)
+        );
+        let large = Bytes::from(vec![0; INLINE_VALUE_MAX + 1]);
+        assert_eq!(
+            answer(&mut ctx, Some(large)),
+            (vec![peer(100)], Held::TooLarge, 3)
+        );
+        // Missing: the replica holders come along, for the asker to try.
+        let holders = vec![peer(100), peer(120), peer(150), peer(200)];
+        assert_eq!(answer(&mut ctx, None), (holders, Held::Missing, 3));
     }
 
     #[test]

@@ -413,6 +413,7 @@ impl Sim {
             hops: 0,
             last_hop: false,
             reply_to: PROBER,
+            read: false,
         };
         self.deliver(PROBER, at, Frame::new(request, msg));
     }

@@ -107,6 +107,7 @@ fn encode_body(msg: &PeerMsg, out: &mut BytesMut) {
             hops,
             last_hop,
             reply_to,
+            read: _,
         } => {
             out.put_slice(&target.0);
             out.put_u8(*hops);
@@ -122,6 +123,25 @@ fn encode_body(msg: &PeerMsg, out: &mut BytesMut) {
             out.put_slice(&target.0);
             out.put_u8(*hops);
             put_peers(out, nodes);
+        }
+        PeerMsg::ValueFound {
+            target,
+            hops,
+            nodes,
+            held,
+        } => {
+            assert!(nodes.len() <= PEERS_MAX);
+            out.put_slice(&target.0);
+            out.put_u8(*hops);
+            put_peers(out, nodes);
+            match held {
+                Held::Missing => out.put_u8(0),
+                Held::Value(value) => {
+                    out.put_u8(1);
+                    out.put_slice(value);
+                }
+                Held::TooLarge => out.put_u8(2),
+            }
         }
         PeerMsg::PredecessorGet
         | PeerMsg::PredecessorsGet
@@ -287,7 +307,7 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
             };
             PeerMsg::StorageFailure { key, reason }
         }
-        PEER_FIND => {
+        PEER_FIND | FIND_VALUE => {
             let target = take_id(&mut b).ok_or(bad.clone())?;
             let hops = take_u8(&mut b).ok_or(bad.clone())?;
             let last_hop = match take_u8(&mut b) {
@@ -300,6 +320,7 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
                 hops,
                 last_hop,
                 reply_to: get_addr(&mut b).ok_or(bad.clone())?,
+                read: msg_type == FIND_VALUE,
             }
         }
         PEER_FOUND => {
@@ -313,6 +334,26 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
                 target,
                 hops,
                 nodes,
+            }
+        }
+        VALUE_FOUND => {
+            let target = take_id(&mut b).ok_or(bad.clone())?;
+            let hops = take_u8(&mut b).ok_or(bad.clone())?;
+            let nodes = take_peers(&mut b).ok_or(bad.clone())?;
+            let held = match take_u8(&mut b) {
+                Some(0) => Held::Missing,
+                Some(1) if b.has_remaining() => Held::Value(b.split().freeze()),
+                Some(2) => Held::TooLarge,
+                _ => return Err(bad),
+            };
+            if nodes.is_empty() {
+                return Err(bad);
+            }
+            PeerMsg::ValueFound {
+                target,
+                hops,
+                nodes,
+                held,
             }
         }
         FIND_TAKEN => PeerMsg::FindTaken,
@@ -498,12 +539,39 @@ mod tests {
                 hops: 7,
                 last_hop: true,
                 reply_to: v6,
+                read: false,
             },
             PeerMsg::PeerFind {
                 target: k,
                 hops: 0,
                 last_hop: false,
                 reply_to: peer(1, 1).addr,
+                read: false,
+            },
+            PeerMsg::PeerFind {
+                target: k,
+                hops: 3,
+                last_hop: false,
+                reply_to: peer(1, 1).addr,
+                read: true,
+            },
+            PeerMsg::ValueFound {
+                target: k,
+                hops: 4,
+                nodes: vec![peer(1, 1)],
+                held: Held::Value(Bytes::from(vec![7; 4096])),
+            },
+            PeerMsg::ValueFound {
+                target: k,
+                hops: 4,
+                nodes: vec![peer(1, 1), peer(2, 2)],
+                held: Held::Missing,
+            },
+            PeerMsg::ValueFound {
+                target: k,
+                hops: 1,
+                nodes: vec![peer(1, 1)],
+                held: Held::TooLarge,
             },
             PeerMsg::PeerFound {
                 target: k,
@@ -691,6 +759,29 @@ mod tests {
             decode_frame(&mut trailing, MAX),
             Err(P2pError::Malformed { msg_type: PING })
         );
+        // VALUE FOUND: "here is the value" with none, or an unknown status.
+        for (status, body_tail) in [(1u8, 0usize), (3, 0), (0, 1)] {
+            let mut found = BytesMut::new();
+            let msg = PeerMsg::ValueFound {
+                target: Id([1; 32]),
+                hops: 1,
+                nodes: vec![peer(1, 1)],
+                held: Held::Missing,
+            };
+            Frame::new(1, msg).encode(&mut found);
+            let last = found.len() - 1;
+            found[last] = status;
+            found.put_slice(&vec![0; body_tail]);
+            let size = found.len() as u32;
+            found[4..8].copy_from_slice(&size.to_be_bytes());
+            assert_eq!(
+                decode_frame(&mut found, MAX),
+                Err(P2pError::Malformed {
+                    msg_type: VALUE_FOUND
+                }),
+                "status {status}, {body_tail} bytes after it"
+            );
+        }
         let mut too_many = header(MAGIC, 18 + 32 + 1 + 1, PEER_FOUND);
         too_many.put_slice(&[0; 33]);
         too_many.put_u8(200);

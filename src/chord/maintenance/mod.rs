@@ -665,7 +665,15 @@ impl Maintenance {
             return;
         }
         self.finger_next = i;
-        if routing::find(ctx, &mut self.requests, me.add_pow2(i), 0, Rpc::Finger(i)).is_err() {
+        if routing::find(
+            ctx,
+            &mut self.requests,
+            (me.add_pow2(i), false),
+            0,
+            Rpc::Finger(i),
+        )
+        .is_err()
+        {
             ctx.stats.maintenance_suppressed += 1;
         }
     }

@@ -151,7 +151,13 @@ impl Maintenance {
             self.spare_next = (slot + 1) % slots;
             let id = Id::of_addr_slot(me.addr, slot);
             if id != me.id {
-                let _ = routing::find(ctx, &mut self.requests, id, 0, Rpc::SpareFind { slot });
+                let _ = routing::find(
+                    ctx,
+                    &mut self.requests,
+                    (id, false),
+                    0,
+                    Rpc::SpareFind { slot },
+                );
                 break;
             }
         }
@@ -238,7 +244,13 @@ impl Maintenance {
                 ctx.short()
             );
         }
-        let _ = routing::find(ctx, &mut self.requests, id, 0, Rpc::MoveFind { slot });
+        let _ = routing::find(
+            ctx,
+            &mut self.requests,
+            (id, false),
+            0,
+            Rpc::MoveFind { slot },
+        );
     }
 
     pub(super) fn move_found(

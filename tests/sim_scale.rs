@@ -436,3 +436,40 @@ fn get_latency_on_a_simulated_wan() {
     );
     assert!(values_found > 0, "no GET rode on its lookup");
 }
+
+/// Formation after a mass join (issue 13): `SCALE_JOIN_NODES` (default 512) nodes joining within
+/// 5 s, each through a random node added before it, at our default periods; how long after the last
+/// join every successor list and predecessor is the oracle's. Global ring checks every 500 ms
+/// (every event at this scale would cost O(N) each).
+#[test]
+fn a_mass_join_converges_within_thirty_seconds() {
+    let n = env_or("SCALE_JOIN_NODES", 512) as usize;
+    let seed = seed_from_env(8192);
+    let wall = Instant::now();
+    let mut sim = Sim::new(seed, Sim::default_node_config(), NetConfig::default());
+    sim.check_every_event = false;
+    sim.grow(n, 5_000);
+    let events_before = sim.events;
+    let took = sim.run_until_cond(500, 600_000, |s| {
+        if let Err(e) = oracle::check_rings(s) {
+            panic!("seed {}: {e} (replay with SIM_SEED={})", s.seed, s.seed);
+        }
+        oracle::check_ideal(s).is_ok()
+    });
+    eprintln!(
+        "[scale join] N = {n} joined within 5 s: ideal ring {} after the last join; {} events \
+         after it; {:.1} s wall; peak RSS {} MiB",
+        took.map_or("not within 600 s".to_string(), |ms| format!("{ms} ms")),
+        sim.events - events_before,
+        wall.elapsed().as_secs_f64(),
+        peak_rss_mib()
+    );
+    let took = took.unwrap_or_else(|| panic!("seed {seed}: no ideal ring (SIM_SEED={seed})"));
+    assert!(
+        took <= 30_000,
+        "seed {seed}: ideal ring only {took} ms after the last join"
+    );
+    if let Err(e) = sim.probe_random(500) {
+        panic!("seed {seed}: {e} (SIM_SEED={seed})");
+    }
+}

@@ -275,8 +275,9 @@ fn rebalancing_evens_a_randomly_placed_warm_ring() {
     let seed = seed_from_env(11);
     let wall = Instant::now();
     let mut cfg = paper_config();
-    cfg.rebalance_interval_ms = PAPER_PERIOD_MS;
-    let mut sim = Sim::new(seed, cfg, NetConfig::default());
+    cfg.rebalance_interval_ms = env_or("SCALE_REBALANCE_INTERVAL_S", 30) * 1000;
+    cfg.id_slots_per_ip = env_or("SCALE_SLOTS", cfg.id_slots_per_ip as u64) as u8;
+    let mut sim = Sim::new(seed, cfg.clone(), NetConfig::default());
     sim.warm_start(n);
     let before = ring_balance(&sim);
     let sent_before = messages_sent(&sim);
@@ -296,11 +297,15 @@ fn rebalancing_evens_a_randomly_placed_warm_ring() {
         }
     }
     let after = ring_balance(&sim);
+    let keys = env_or("SCALE_KEYS", 500_000);
+    let (keys_before, keys_after) = (
+        key_balance(&still_placed(seed, n), keys, seed),
+        key_balance(&sim, keys, seed),
+    );
     let per_node_s = |sent: u64| sent as f64 / n as f64 / (minutes * 60) as f64;
     let rate = per_node_s(messages_sent(&sim) - sent_before);
     // The same ring and time without rebalancing: the maintenance traffic it adds.
-    let mut still = Sim::new(seed, paper_config(), NetConfig::default());
-    still.warm_start(n);
+    let mut still = still_placed(seed, n);
     still.run_for(minutes * 60_000);
     let rate_still = per_node_s(messages_sent(&still));
     let moves: u64 = sim
@@ -311,13 +316,15 @@ fn rebalancing_evens_a_randomly_placed_warm_ring() {
     let lookups = sim.probe_random(200);
     eprintln!(
         "[scale balance] N = {n}, warm start on slot 0: range/mean p99 {:.2} max {:.2} p1 {:.3}; \
-         rebalancing at 30 s periods: {}; {moves} moves; p1 after {:.3}; lookups after: {}; \
+         rebalancing every {} s: {}; {moves} moves; p1 after {:.3}; lookups after: {}; \
          messages per node per s {rate:.3}, in the last minute {:.3} (without rebalancing \
          {rate_still:.3}: x{:.2}, x{:.2}); \
-         {:.0} s wall, peak RSS {} MiB",
+         {keys} keys per node / mean, p99 {:.2} max {:.2} empty {} before, p99 {:.2} max {:.2} \
+         empty {} after; {:.0} s wall, peak RSS {} MiB",
         before.p99,
         before.max,
         before.p1,
+        cfg.rebalance_interval_ms / 1000,
         report.join(", "),
         after.p1,
         match &lookups {
@@ -327,6 +334,12 @@ fn rebalancing_evens_a_randomly_placed_warm_ring() {
         per_node_s(last_minute) * minutes as f64,
         rate / rate_still,
         per_node_s(last_minute) * minutes as f64 / rate_still,
+        keys_before.p99,
+        keys_before.max,
+        keys_before.empty,
+        keys_after.p99,
+        keys_after.max,
+        keys_after.empty,
         wall.elapsed().as_secs_f64(),
         peak_rss_mib()
     );
@@ -336,9 +349,30 @@ fn rebalancing_evens_a_randomly_placed_warm_ring() {
     );
 }
 
+/// The ring before rebalancing: warm-started, every node on slot 0 (ids placed at random).
+fn still_placed(seed: u64, n: usize) -> Sim {
+    let mut sim = Sim::new(seed, paper_config(), NetConfig::default());
+    sim.warm_start(n);
+    sim
+}
+
 /// P2P messages sent so far, all types.
 fn messages_sent(sim: &Sim) -> u64 {
     sim.traffic.values().map(|(count, _)| count).sum()
+}
+
+/// Keys per node relative to the mean for `count` random keys (the issue's 5·10^5 by default).
+fn key_balance(sim: &Sim, count: u64, seed: u64) -> voidphone_dht::balance::Balance {
+    let ring = joined_sorted(sim);
+    let mut per_node = vec![0u64; ring.len()];
+    let mut rng = Prng::new(seed);
+    for _ in 0..count {
+        let key = Id::hash(&rng.next_u64().to_be_bytes());
+        // The owner: the first node at or after the key, wrapping round.
+        let i = ring.partition_point(|(id, _)| *id < key) % ring.len();
+        per_node[i] += 1;
+    }
+    voidphone_dht::balance::Balance::of_counts(&per_node).expect("keys")
 }
 
 fn ring_balance(sim: &Sim) -> voidphone_dht::balance::Balance {

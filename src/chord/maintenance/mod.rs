@@ -25,6 +25,7 @@ use crate::balance::Candidate;
 use crate::id::{Id, in_half_open, in_open};
 use crate::msg::{Departure, Peer, PeerMsg};
 use crate::time::Time;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 /// Messages maintenance may originate per stabilize round beyond the round's own PREDECESSOR GET
@@ -132,6 +133,9 @@ pub(super) struct Maintenance {
     moved_at: Option<Time>,
     /// The spare slot the next rebalance period registers.
     spare_next: u8,
+    /// Per spare slot, the node a lookup found responsible for its id, and the registrations sent
+    /// straight to it since (bounded by `id_slots_per_ip`).
+    spare_owners: BTreeMap<u8, (Peer, u8)>,
     /// The identities we left (the latest [`LEFT_IDS_MAX`]).
     left_ids: Vec<Peer>,
     /// Which peer was told (LEAVE) which of those identities is gone, and when.
@@ -191,6 +195,7 @@ impl Maintenance {
             spares: Spares::default(),
             moved_at: None,
             spare_next: 0,
+            spare_owners: BTreeMap::new(),
             left_ids: Vec::new(),
             told_of_move: Vec::new(),
         }

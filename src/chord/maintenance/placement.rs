@@ -21,6 +21,11 @@ const RETELL_MS: u64 = crate::chord::departed::DEPARTED_MS / 2;
 
 const LEFT_IDS_MAX: usize = 8;
 
+/// Registrations of a spare slot sent straight to the node a lookup found for it before the slot is
+/// looked up again: a lookup costs about 2h + 1 messages (PEER FIND and FIND TAKEN per hop), SPARE
+/// one; the lookup every fourth time catches the nodes that joined or left around the id meanwhile.
+const SPARE_DIRECT_PER_LOOKUP: u8 = 3;
+
 impl Maintenance {
     /// Looks up, through `via`, where our slot ids would land: slot 0's first (a dead contact costs
     /// one message per attempt, as a plain join does), the others once `via` has answered.
@@ -137,9 +142,10 @@ impl Maintenance {
     }
 
     /// Once per rebalance period: register the next of our spare slot ids in turn with the node
-    /// whose range it falls in (one lookup a period: registering all of them every period made
-    /// rebalancing cost six times the ring's maintenance traffic), and, with a range above the mean
-    /// we estimate, invite the registered node whose move evens the ring most.
+    /// whose range it falls in (one a period: registering all of them every period made rebalancing
+    /// cost six times the ring's maintenance traffic; that node as last looked up, see
+    /// [`SPARE_DIRECT_PER_LOOKUP`]), and, with a range above the mean we estimate, invite the
+    /// registered node whose move evens the ring most.
     pub(super) fn rebalance(&mut self, ctx: &mut Ctx) {
         if !ctx.joined || ctx.leaving || ctx.ring.succs().is_empty() {
             return;
@@ -150,16 +156,22 @@ impl Maintenance {
             let slot = self.spare_next % slots;
             self.spare_next = (slot + 1) % slots;
             let id = Id::of_addr_slot(me.addr, slot);
-            if id != me.id {
-                let _ = routing::find(
-                    ctx,
-                    &mut self.requests,
-                    (id, false),
-                    0,
-                    Rpc::SpareFind { slot },
-                );
-                break;
+            if id == me.id {
+                continue;
             }
+            match self.spare_owners.get_mut(&slot) {
+                Some((owner, sent)) if *sent < SPARE_DIRECT_PER_LOOKUP => {
+                    *sent += 1;
+                    let owner = *owner;
+                    register_spare(ctx, owner);
+                }
+                _ => {
+                    self.spare_owners.remove(&slot);
+                    let what = Rpc::SpareFind { slot };
+                    let _ = routing::find(ctx, &mut self.requests, (id, false), 0, what);
+                }
+            }
+            break;
         }
         let Some(pred) = ctx.ring.pred else {
             return;
@@ -192,15 +204,8 @@ impl Maintenance {
         let Some(owner) = slot_owner(ctx, from, slot, found).filter(|o| o.id != me.id) else {
             return;
         };
-        let (Some(pred), Some(succ)) = (ctx.ring.pred, ctx.ring.succs().first()) else {
-            return;
-        };
-        let msg = PeerMsg::Spare {
-            holder: me,
-            pred: pred.id,
-            succ: succ.id,
-        };
-        ctx.send(owner.addr, 0, msg);
+        self.spare_owners.insert(slot, (owner, 0));
+        register_spare(ctx, owner);
     }
 
     /// SPARE from a peer: keep its slot ids that fall in our range, for a while.
@@ -319,6 +324,7 @@ impl Maintenance {
         self.rectify_waiting = None;
         self.lost = LostPeers::default();
         self.spares = Spares::default();
+        self.spare_owners.clear();
         self.moved_at = Some(ctx.now);
         self.left_ids.retain(|p| p.id != me.id);
         self.left_ids.push(old);
@@ -361,6 +367,19 @@ impl Maintenance {
 
 /// The node a PEER FOUND for our slot id `slot` names responsible, if the answer is for that id and
 /// comes from that node itself, with an id its address may hold.
+/// SPARE to `owner`: one of our slot ids lies in its range; here is where we stand.
+fn register_spare(ctx: &mut Ctx, owner: Peer) {
+    let (Some(pred), Some(succ)) = (ctx.ring.pred, ctx.ring.succs().first()) else {
+        return;
+    };
+    let msg = PeerMsg::Spare {
+        holder: ctx.ring.me,
+        pred: pred.id,
+        succ: succ.id,
+    };
+    ctx.send(owner.addr, 0, msg);
+}
+
 fn slot_owner(ctx: &mut Ctx, from: SocketAddr, slot: u8, found: (Id, Vec<Peer>)) -> Option<Peer> {
     let (target, nodes) = found;
     let id = Id::of_addr_slot(ctx.ring.me.addr, slot);

@@ -341,7 +341,7 @@ fn churn(dir: &Path) -> Result {
     render(&dir.join("churn.png"), (1000, 420), |root| {
         root.fill(&WHITE)?;
         let panels = root.split_evenly((1, 2));
-        let fail_max = max(&csv.f64s("failed_pct", |_| true)).max(1.0) * 1.2;
+        let fail_max = max(&csv.f64s("failed_pct", |_| true)).max(0.05) * 1.5;
         let specs = [
             ("Failed lookups (%)", "failed_pct", fail_max),
             ("Mean path length (hops)", "mean_path", 7.0),

@@ -6,6 +6,7 @@
 //! node's greeting on a link's first use), travels as bytes on a per-link FIFO stream, cut into
 //! pieces that arrive separately, and is decoded on arrival with the reactor's frame size limit.
 
+pub mod experiments;
 pub mod oracle;
 mod warm;
 

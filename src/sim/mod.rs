@@ -6,8 +6,12 @@
 //! node's greeting on a link's first use), travels as bytes on a per-link FIFO stream, cut into
 //! pieces that arrive separately, and is decoded on arrival with the reactor's frame size limit.
 
+mod nodes;
 pub mod oracle;
+mod queue;
 mod warm;
+
+pub use nodes::Nodes;
 
 use crate::chord::{self, ClientId, Collected, Input, Node, Transmit};
 use crate::config::NodeConfig;
@@ -17,8 +21,8 @@ use crate::time::{Prng, Time};
 use crate::wire::api::{ApiReply, ApiRequest};
 use crate::wire::p2p;
 use bytes::{Bytes, BytesMut};
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use queue::Queue;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 
 /// The simulated network.
@@ -77,29 +81,6 @@ enum Event {
     },
 }
 
-struct Scheduled {
-    time: Time,
-    seq: u64,
-    event: Event,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, o: &Self) -> bool {
-        (self.time, self.seq) == (o.time, o.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.time, self.seq).cmp(&(o.time, o.seq))
-    }
-}
-
 /// One direction of a simulated connection.
 #[derive(Default)]
 struct Link {
@@ -155,9 +136,10 @@ pub const PROBER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
 pub struct Sim {
     pub seed: u64,
     now: Time,
+    /// Counts scheduled events and probes (a probe's request id).
     seq: u64,
-    queue: BinaryHeap<Reverse<Scheduled>>,
-    pub nodes: BTreeMap<SocketAddr, SimNode>,
+    queue: Queue<Event>,
+    pub nodes: Nodes,
     node_cfg: NodeConfig,
     net: NetConfig,
     rng: Prng,
@@ -186,8 +168,8 @@ impl Sim {
             seed,
             now: Time::ZERO,
             seq: 0,
-            queue: BinaryHeap::new(),
-            nodes: BTreeMap::new(),
+            queue: Queue::new(),
+            nodes: Nodes::default(),
             node_cfg,
             net,
             rng: Prng::new(seed),
@@ -247,10 +229,7 @@ impl Sim {
 
     fn add_node_as(&mut self, bootstrap: Option<SocketAddr>, record: Record) -> SocketAddr {
         self.next_addr += 1;
-        let n = self.next_addr;
-        // One IP per node (ids are bound to the IP): 127.1.0.1 on, past 65,535 nodes 127.2.0.0 on.
-        let ip = [127, 1 + (n >> 16) as u8, (n >> 8) as u8, n as u8];
-        let addr = SocketAddr::from((ip, 7000));
+        let addr = nodes::addr_of(self.next_addr as usize);
         self.start_node(addr, bootstrap, record);
         addr
     }
@@ -419,13 +398,9 @@ impl Sim {
 
     /// Runs events until simulated time `until`.
     pub fn run_until(&mut self, until: Time) {
-        while let Some(Reverse(s)) = self.queue.peek() {
-            if s.time > until {
-                break;
-            }
-            let Reverse(s) = self.queue.pop().unwrap();
-            self.now = s.time;
-            self.step(s.event);
+        while let Some((time, event)) = self.queue.pop_until(until) {
+            self.now = time;
+            self.step(event);
         }
         self.now = self.now.max(until);
     }
@@ -667,11 +642,7 @@ impl Sim {
 
     fn schedule(&mut self, time: Time, event: Event) {
         self.seq += 1;
-        self.queue.push(Reverse(Scheduled {
-            time,
-            seq: self.seq,
-            event,
-        }));
+        self.queue.push(time, event);
     }
 
     fn hash_event(&mut self, kind: u64, at: SocketAddr, detail: u64) {

@@ -248,9 +248,12 @@ fn churn_at_the_papers_periods_from_a_warm_start() {
         "[scale churn] N = {n}, {minutes} min at 30 s periods, r = {R}, churn {churn_per_s}/s \
          ({joins} joins, {crashes} crashes), {lookups_per_s} lookups/s: {asked} lookups, {right} \
          right, {wrong} wrong owner, {failed} unanswered; mean path {mean:.2} (½·log2 N = {:.2}); \
-         {:.1} events per node per simulated s; warm start {:.1} s, run {:.1} s wall; peak RSS {} MiB",
+         {:.1} events per node per simulated s ({} events, trace {:016x}); warm start {:.1} s, run \
+         {:.1} s wall; peak RSS {} MiB",
         0.5 * (n as f64).log2(),
         (sim.events - events_before) as f64 / n as f64 / simulated_s,
+        sim.events - events_before,
+        sim.trace_hash(),
         built.as_secs_f64(),
         (wall.elapsed() - built).as_secs_f64(),
         peak_rss_mib()

@@ -517,8 +517,8 @@ impl Sim {
 
     /// Hands `input` to the live node at `at`, checks it, then delivers its outputs.
     fn input(&mut self, at: SocketAddr, input: Input) {
-        let check_local =
-            self.nodes.len() <= LOCAL_CHECKS_ALL_NODES_MAX || self.events % LOCAL_CHECK_SAMPLE == 0;
+        let check_local = self.nodes.len() <= LOCAL_CHECKS_ALL_NODES_MAX
+            || self.events.is_multiple_of(LOCAL_CHECK_SAMPLE);
         let Some(n) = self.nodes.get_mut(&at) else {
             return;
         };
@@ -737,7 +737,7 @@ impl Hasher for LinkHasher {
     }
 
     fn write_u64(&mut self, x: u64) {
-        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x51_7cc1_b727_220a_95);
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
 
     fn write_usize(&mut self, x: usize) {

@@ -93,7 +93,6 @@ impl Id {
         Id(out)
     }
 
-    /// The clockwise distance from `self` to `other`, `(other - self) mod 2^256`.
     /// `self × mul / div`, on the top 128 bits (precision enough for estimates), saturating at
     /// the whole ring.
     pub fn scaled(&self, mul: u128, div: u128) -> Id {
@@ -108,18 +107,20 @@ impl Id {
         }
     }
 
+    /// The clockwise distance from `self` to `other`, `(other - self) mod 2^256`: two 128-bit
+    /// subtractions with a borrow (the simulator computes millions of these a second).
     pub fn distance_to(&self, other: &Id) -> Id {
+        let halves = |id: &Id| {
+            let (hi, lo) = id.0.split_at(16);
+            let half = |b: &[u8]| u128::from_be_bytes(b.try_into().expect("16 bytes"));
+            (half(hi), half(lo))
+        };
+        let ((a_hi, a_lo), (b_hi, b_lo)) = (halves(self), halves(other));
+        let (lo, borrow) = b_lo.overflowing_sub(a_lo);
+        let hi = b_hi.wrapping_sub(a_hi).wrapping_sub(borrow as u128);
         let mut out = [0u8; 32];
-        let mut borrow = 0i16;
-        for i in (0..32).rev() {
-            let mut d = other.0[i] as i16 - self.0[i] as i16 - borrow;
-            borrow = 0;
-            if d < 0 {
-                d += 256;
-                borrow = 1;
-            }
-            out[i] = d as u8;
-        }
+        out[..16].copy_from_slice(&hi.to_be_bytes());
+        out[16..].copy_from_slice(&lo.to_be_bytes());
         Id(out)
     }
 }
@@ -200,6 +201,42 @@ mod tests {
         top[0] = 0x80;
         assert_eq!(Id(top).add_pow2(255), Id([0; 32]));
         assert_eq!(Id([0; 32]).add_pow2(255), Id(top));
+    }
+
+    /// The 128-bit distance is the byte-by-byte subtraction it replaced.
+    #[test]
+    fn distance_matches_bytewise_subtraction() {
+        let bytewise = |a: &Id, b: &Id| {
+            let mut out = [0u8; 32];
+            let mut borrow = 0i16;
+            for i in (0..32).rev() {
+                let mut d = b.0[i] as i16 - a.0[i] as i16 - borrow;
+                borrow = i16::from(d < 0);
+                d += 256 * borrow;
+                out[i] = d as u8;
+            }
+            Id(out)
+        };
+        let mut rng = crate::time::Prng::new(9);
+        let mut random = || {
+            let mut id = [0u8; 32];
+            for chunk in id.chunks_mut(8) {
+                chunk.copy_from_slice(&rng.next_u64().to_be_bytes());
+            }
+            // Runs of equal bytes and of 0x00/0xff exercise the borrow across the halves.
+            match rng.below(4) {
+                0 => id[8..24].fill(0),
+                1 => id[8..24].fill(0xff),
+                _ => {}
+            }
+            Id(id)
+        };
+        for _ in 0..10_000 {
+            let (a, b) = (random(), random());
+            assert_eq!(a.distance_to(&b), bytewise(&a, &b));
+            assert_eq!(b.distance_to(&a), bytewise(&b, &a));
+            assert_eq!(a.distance_to(&a), Id([0; 32]));
+        }
     }
 
     #[test]

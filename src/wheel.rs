@@ -21,6 +21,9 @@ struct Entry<T> {
 pub struct TimerWheel<T> {
     tick_ms: u64,
     slots: Vec<Vec<TimerKey>>,
+    /// Keys in `slots`, live or cancelled: with none, `expire` has no slot to visit (most calls,
+    /// for a node with no request outstanding; a walk touches every slot of a turn).
+    keys: usize,
     entries: Slab<Entry<T>>,
     /// Every tick before this one has been expired.
     current_tick: u64,
@@ -37,6 +40,7 @@ impl<T> TimerWheel<T> {
         TimerWheel {
             tick_ms,
             slots: (0..slot_count).map(|_| Vec::new()).collect(),
+            keys: 0,
             entries: Slab::new(),
             current_tick: now.as_ms() / tick_ms,
             next_generation: 0,
@@ -65,6 +69,7 @@ impl<T> TimerWheel<T> {
         let tick = (deadline.as_ms() / self.tick_ms).max(self.current_tick);
         let slot = self.slot_of(tick);
         self.slots[slot].push(key);
+        self.keys += 1;
         self.earliest = Some(self.earliest.map_or(deadline, |e| e.min(deadline)));
         key
     }
@@ -84,7 +89,11 @@ impl<T> TimerWheel<T> {
         let turn = self.slots.len() as u64;
         // Past one full turn every slot is visited once; no need to walk every missed tick.
         let last = now_tick.min(self.current_tick + turn - 1);
-        let mut tick = self.current_tick;
+        let mut tick = if self.keys == 0 {
+            last + 1
+        } else {
+            self.current_tick
+        };
         while tick <= last {
             let slot = self.slot_of(tick);
             let mut i = 0;
@@ -94,6 +103,7 @@ impl<T> TimerWheel<T> {
                     Some(e) if e.generation == key.generation => {
                         if e.deadline <= now {
                             self.slots[slot].swap_remove(i);
+                            self.keys -= 1;
                             out.push(self.entries.remove(key.index).data);
                             continue;
                         }
@@ -101,6 +111,7 @@ impl<T> TimerWheel<T> {
                     // Cancelled: drop the stale key.
                     _ => {
                         self.slots[slot].swap_remove(i);
+                        self.keys -= 1;
                         continue;
                     }
                 }
@@ -185,6 +196,25 @@ mod tests {
         assert!(w.next_deadline().unwrap() <= Time(1000));
         assert_eq!(drain(&mut w, 999), Vec::<u32>::new());
         assert_eq!(drain(&mut w, 1003), vec![7]);
+    }
+
+    /// Cancelled keys are dropped as the walk passes them, and an empty wheel is not walked.
+    #[test]
+    fn cancelled_keys_leave_the_slots() {
+        let mut w = TimerWheel::new(10, 8, Time(0));
+        let a = w.insert(Time(30), 1);
+        w.insert(Time(50), 2);
+        assert_eq!(w.cancel(a), Some(1));
+        assert_eq!((w.len(), w.keys), (1, 2));
+        assert_eq!(drain(&mut w, 40), Vec::<u32>::new());
+        assert_eq!((w.len(), w.keys), (1, 1));
+        assert_eq!(drain(&mut w, 50), vec![2]);
+        assert_eq!((w.len(), w.keys), (0, 0));
+        assert_eq!(drain(&mut w, 5_000), Vec::<u32>::new());
+        let b = w.insert(Time(5_005), 3);
+        assert_eq!(w.next_deadline(), Some(Time(5_005)));
+        assert_eq!(drain(&mut w, 5_010), vec![3]);
+        assert_eq!(w.cancel(b), None);
     }
 
     #[test]

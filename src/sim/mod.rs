@@ -7,8 +7,12 @@
 //! pieces that arrive separately, and is decoded on arrival with the reactor's frame size limit.
 
 pub mod experiments;
+mod nodes;
 pub mod oracle;
+mod queue;
 mod warm;
+
+pub use nodes::Nodes;
 
 use crate::chord::{self, ClientId, Collected, Input, Node, Transmit};
 use crate::config::NodeConfig;
@@ -18,8 +22,9 @@ use crate::time::{Prng, Time};
 use crate::wire::api::{ApiReply, ApiRequest};
 use crate::wire::p2p;
 use bytes::{Bytes, BytesMut};
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use queue::Queue;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 
 /// The simulated network.
@@ -78,29 +83,6 @@ enum Event {
     },
 }
 
-struct Scheduled {
-    time: Time,
-    seq: u64,
-    event: Event,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, o: &Self) -> bool {
-        (self.time, self.seq) == (o.time, o.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.time, self.seq).cmp(&(o.time, o.seq))
-    }
-}
-
 /// One direction of a simulated connection.
 #[derive(Default)]
 struct Link {
@@ -156,15 +138,16 @@ pub const PROBER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
 pub struct Sim {
     pub seed: u64,
     now: Time,
+    /// Counts scheduled events and probes (a probe's request id).
     seq: u64,
-    queue: BinaryHeap<Reverse<Scheduled>>,
-    pub nodes: BTreeMap<SocketAddr, SimNode>,
+    queue: Queue<Event>,
+    pub nodes: Nodes,
     node_cfg: NodeConfig,
     net: NetConfig,
     rng: Prng,
     /// Per directed link, its stream state: links are FIFO like TCP.
     /// (Only looked up, never iterated: a hash map keeps the run deterministic.)
-    links: HashMap<(SocketAddr, SocketAddr), Link>,
+    links: HashMap<(SocketAddr, SocketAddr), Link, BuildHasherDefault<LinkHasher>>,
     next_addr: u32,
     trace: u64,
     pub events: u64,
@@ -179,7 +162,22 @@ pub struct Sim {
     split: Option<BTreeSet<SocketAddr>>,
     /// Nodes gone silently ([`Sim::silence`]): what is sent to them vanishes.
     silent: BTreeSet<SocketAddr>,
+    /// Frames are encoded here and split off: one allocation per chunk, not per message.
+    scratch: BytesMut,
+    /// Reused for every input's outputs and every read's frames (no allocation per event).
+    collected: Collected,
+    frames: Vec<Frame>,
 }
+
+/// Up to this many nodes, every node's local invariants are checked after every event it handles;
+/// in larger runs one event in [`LOCAL_CHECK_SAMPLE`] (a check costs a tenth of an event, and the
+/// structure it checks outlives the event that breaks it).
+const LOCAL_CHECKS_ALL_NODES_MAX: usize = 10_000;
+const LOCAL_CHECK_SAMPLE: u64 = 8;
+
+/// The encoding chunk's size, and the room left below which a new chunk is started.
+const SCRATCH_BYTES: usize = 64 * 1024;
+const SCRATCH_ROOM_MIN: usize = 4 * 1024;
 
 impl Sim {
     pub fn new(seed: u64, node_cfg: NodeConfig, net: NetConfig) -> Sim {
@@ -187,12 +185,12 @@ impl Sim {
             seed,
             now: Time::ZERO,
             seq: 0,
-            queue: BinaryHeap::new(),
-            nodes: BTreeMap::new(),
+            queue: Queue::new(),
+            nodes: Nodes::default(),
             node_cfg,
             net,
             rng: Prng::new(seed),
-            links: HashMap::new(),
+            links: HashMap::default(),
             next_addr: 0,
             trace: 0xcbf2_9ce4_8422_2325,
             events: 0,
@@ -203,6 +201,9 @@ impl Sim {
             check_every_event: true,
             split: None,
             silent: BTreeSet::new(),
+            scratch: BytesMut::new(),
+            collected: Collected::default(),
+            frames: Vec::new(),
         }
     }
 
@@ -248,10 +249,7 @@ impl Sim {
 
     fn add_node_as(&mut self, bootstrap: Option<SocketAddr>, record: Record) -> SocketAddr {
         self.next_addr += 1;
-        let n = self.next_addr;
-        // One IP per node (ids are bound to the IP): 127.1.0.1 on, past 65,535 nodes 127.2.0.0 on.
-        let ip = [127, 1 + (n >> 16) as u8, (n >> 8) as u8, n as u8];
-        let addr = SocketAddr::from((ip, 7000));
+        let addr = nodes::addr_of(self.next_addr as usize);
         self.start_node(addr, bootstrap, record);
         addr
     }
@@ -421,13 +419,9 @@ impl Sim {
 
     /// Runs events until simulated time `until`.
     pub fn run_until(&mut self, until: Time) {
-        while let Some(Reverse(s)) = self.queue.peek() {
-            if s.time > until {
-                break;
-            }
-            let Reverse(s) = self.queue.pop().unwrap();
-            self.now = s.time;
-            self.step(s.event);
+        while let Some((time, event)) = self.queue.pop_until(until) {
+            self.now = time;
+            self.step(event);
         }
         self.now = self.now.max(until);
     }
@@ -494,7 +488,7 @@ impl Sim {
     fn receive(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
         let link = self.links.entry((from, to)).or_default();
         link.received.extend_from_slice(bytes);
-        let mut frames = Vec::new();
+        let mut frames = std::mem::take(&mut self.frames);
         let broken = loop {
             match p2p::decode_frame(&mut link.received, self.net.frame_bytes_max) {
                 Ok(Some(frame)) => frames.push(frame),
@@ -506,7 +500,7 @@ impl Sim {
             // Most reads end on a frame boundary: millions of idle links keep no buffer.
             link.received = BytesMut::new();
         }
-        for frame in frames {
+        for frame in frames.drain(..) {
             self.hash_event(1, to, frame.msg.msg_type() as u64);
             if to == PROBER {
                 self.on_probe_answer(frame);
@@ -514,6 +508,7 @@ impl Sim {
                 self.input(to, Input::PeerFrame { from, frame });
             }
         }
+        self.frames = frames;
         if let Some(e) = broken {
             log::warn!("sim: link {from} → {to} closed: {e}");
             self.links.remove(&(from, to));
@@ -524,6 +519,8 @@ impl Sim {
 
     /// Hands `input` to the live node at `at`, checks it, then delivers its outputs.
     fn input(&mut self, at: SocketAddr, input: Input) {
+        let check_local = self.nodes.len() <= LOCAL_CHECKS_ALL_NODES_MAX
+            || self.events.is_multiple_of(LOCAL_CHECK_SAMPLE);
         let Some(n) = self.nodes.get_mut(&at) else {
             return;
         };
@@ -531,10 +528,12 @@ impl Sim {
             r.inputs.push((self.now, input.clone()));
         }
         n.node.handle_input(input, self.now);
-        let mut out = Collected::default();
+        let mut out = std::mem::take(&mut self.collected);
         // A wake-up in the past (timers may be conservative) is due now.
         let wake = chord::drive(&mut n.node, &mut out).map(|t| t.max(self.now));
-        n.node.check_invariants();
+        if check_local {
+            n.node.check_invariants();
+        }
         if let Some(r) = n.recording.as_mut() {
             r.transmits.extend(out.transmits.iter().cloned());
             r.replies.extend(out.replies.iter().cloned());
@@ -585,16 +584,18 @@ impl Sim {
     }
 
     /// Sends what node `at` put out, and schedules its wake-up when it asked for a new one.
-    fn deliver_outputs(&mut self, at: SocketAddr, out: Collected, wake: Option<Time>) {
+    fn deliver_outputs(&mut self, at: SocketAddr, mut out: Collected, wake: Option<Time>) {
         if let Some(t) = wake {
             self.schedule(t, Event::Timer { at });
         }
-        for t in out.transmits {
+        for t in out.transmits.drain(..) {
             self.transmit(at, t);
         }
-        for (client, reply) in out.replies {
+        for (client, reply) in out.replies.drain(..) {
             self.replies.push((at, client, reply));
         }
+        // Kept for the next input, with its capacity.
+        self.collected = out;
     }
 
     /// The one-way delay of a message from `from` to `to`.
@@ -613,8 +614,11 @@ impl Sim {
 
     fn transmit(&mut self, from: SocketAddr, t: Transmit) {
         let latency = self.latency(from, t.to);
-        let mut bytes = BytesMut::new();
-        let len = t.frame.encode(&mut bytes);
+        if self.scratch.capacity() < SCRATCH_ROOM_MIN {
+            self.scratch = BytesMut::with_capacity(SCRATCH_BYTES);
+        }
+        let len = t.frame.encode(&mut self.scratch);
+        let mut bytes = self.scratch.split();
         let counter = self.traffic.entry(t.frame.msg.msg_type()).or_default();
         counter.0 += 1;
         counter.1 += len as u64;
@@ -669,11 +673,7 @@ impl Sim {
 
     fn schedule(&mut self, time: Time, event: Event) {
         self.seq += 1;
-        self.queue.push(Reverse(Scheduled {
-            time,
-            seq: self.seq,
-            event,
-        }));
+        self.queue.push(time, event);
     }
 
     fn hash_event(&mut self, kind: u64, at: SocketAddr, detail: u64) {
@@ -709,6 +709,49 @@ pub fn seed_from_env(default: u64) -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
+}
+
+/// The link table's hash: a multiply-rotate over the words of an address pair, mixed at the end
+/// (SplitMix64's finalizer). SipHash's defence against chosen keys buys nothing in a simulator, and
+/// at 10^5 nodes it cost as much as the lookups themselves.
+#[derive(Default)]
+struct LinkHasher(u64);
+
+impl Hasher for LinkHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, x: u8) {
+        self.write_u64(x.into());
+    }
+
+    fn write_u16(&mut self, x: u16) {
+        self.write_u64(x.into());
+    }
+
+    fn write_u32(&mut self, x: u32) {
+        self.write_u64(x.into());
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_usize(&mut self, x: usize) {
+        self.write_u64(x as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
 }
 
 /// FNV-1a over two addresses (for [`NetConfig::fixed_link_latency`]).

@@ -77,16 +77,9 @@ pub fn churn(setup: ChurnSetup) -> ChurnRow {
         verdicts.judge(&mut sim);
         let end = second + 1000;
         while next_churn <= end {
-            if rng.chance(0.5) {
-                let via = live[rng.below(live.len() as u64) as usize];
-                let added = sim.add_node(Some(via));
-                verdicts.added(added);
-                live.push(added);
+            if churn_event(&mut sim, &mut live, &mut verdicts, &mut rng) {
                 joins += 1;
             } else {
-                let victim = live.swap_remove(rng.below(live.len() as u64) as usize);
-                sim.crash(victim);
-                verdicts.crashed(victim);
                 crashes += 1;
             }
             next_churn = next_churn + exp_ms(&mut rng, setup.rate_per_s);
@@ -119,6 +112,28 @@ pub fn churn(setup: ChurnSetup) -> ChurnRow {
         warm_s: warm.as_secs_f64(),
         run_s: (wall.elapsed() - warm).as_secs_f64(),
         peak_rss_mib: peak_rss_mib(),
+    }
+}
+
+/// One churn event with even odds: a node joins through a random live node (true), or a random
+/// live node crashes (false).
+fn churn_event(
+    sim: &mut Sim,
+    live: &mut Vec<SocketAddr>,
+    verdicts: &mut Verdicts,
+    rng: &mut Prng,
+) -> bool {
+    if rng.chance(0.5) {
+        let via = live[rng.below(live.len() as u64) as usize];
+        let added = sim.add_node(Some(via));
+        verdicts.added(added);
+        live.push(added);
+        true
+    } else {
+        let victim = live.swap_remove(rng.below(live.len() as u64) as usize);
+        sim.crash(victim);
+        verdicts.crashed(victim);
+        false
     }
 }
 

@@ -34,10 +34,19 @@ fn env_or(name: &str, default: u64) -> u64 {
 
 /// This process's peak resident memory, MiB (Linux).
 fn peak_rss_mib() -> u64 {
+    status_mib("VmHWM:")
+}
+
+/// This process's resident memory now, MiB (Linux).
+fn rss_mib() -> u64 {
+    status_mib("VmRSS:")
+}
+
+fn status_mib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb / 1024)
 }
@@ -230,6 +239,18 @@ fn churn_at_the_papers_periods_from_a_warm_start() {
             verdicts.judge(&mut sim);
         }
         second = end;
+        // Progress once per simulated 10 minutes: long runs show their pace and memory as they go.
+        if minutes > 10 && second.ms_since(start) % 600_000 == 0 {
+            eprintln!(
+                "[scale churn] {} min simulated: {:.0} s wall, {} events, {} right, {} wrong; RSS {} MiB",
+                second.ms_since(start) / 60_000,
+                (wall.elapsed() - built).as_secs_f64(),
+                sim.events - events_before,
+                verdicts.right,
+                verdicts.wrong,
+                rss_mib()
+            );
+        }
     }
     // The last second's lookups get their 10 s.
     sim.run_for(10_000);

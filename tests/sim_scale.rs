@@ -240,7 +240,7 @@ fn churn_at_the_papers_periods_from_a_warm_start() {
         }
         second = end;
         // Progress once per simulated 10 minutes: long runs show their pace and memory as they go.
-        if minutes > 10 && second.ms_since(start) % 600_000 == 0 {
+        if minutes > 10 && second.ms_since(start).is_multiple_of(600_000) {
             eprintln!(
                 "[scale churn] {} min simulated: {:.0} s wall, {} events, {} right, {} wrong; RSS {} MiB",
                 second.ms_since(start) / 60_000,

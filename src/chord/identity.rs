@@ -1,37 +1,48 @@
 //! Who may be whom: a node's id is SHA-256 of its IP (an IPv6 /64) and a slot below
 //! `id_slots_per_ip` ([`crate::id::Id::of_ip_slot`]), so a peer cannot pick its place on the ring.
 //! Every peer the node hears of is checked against that rule before it is used; the ids an IP may
-//! hold are computed once and remembered (bounded), so a check costs a map lookup. They are
-//! computed slot by slot, as far as a check needs: most nodes sit on slot 0, and an IP heard of then
-//! costs one id (at 10^5 simulated nodes, all 8 ids of every IP heard of were half the memory).
+//! hold are computed once and remembered (bounded), so a check costs a map lookup.
+//!
+//! The ids are a pure function of the address, so one memo serves every node of a thread (the
+//! simulator's 10^5 nodes, a testnet's hub): with one memo per node, each of 10^5 simulated nodes
+//! kept its own copy of the ids of every IP it had heard of, gigabytes that grew for the whole run.
+//! Ids are computed slot by slot, as far as a check needs: most nodes sit on slot 0.
 
 use crate::id::{Id, shared_by_the_host};
 use crate::msg::Peer;
-use std::collections::{BTreeMap, VecDeque};
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
-/// IPs whose ids are remembered.
-const IPS_MAX: usize = 4096;
+/// IPs whose ids are remembered, per thread: past every node of a 10^5-node simulation, at about
+/// 150 bytes an IP at most 20 MB (what a stranger naming made-up peers can make a node spend here;
+/// a lower bound would only cost recomputed hashes).
+const IPS_MAX: usize = 1 << 17;
 
 pub(super) struct Identities {
     slots: u8,
     /// Test-only: every claimed id is taken as it is (`test_trust_any_id`).
     trust_any: bool,
-    /// Keyed by the address with port 0, except on the host-shared loopback address, where the
-    /// port takes part in the id ([`Id::of_addr_slot`]): the ids of slots 0, 1, … computed so far.
-    ids_by_ip: BTreeMap<SocketAddr, Vec<Id>>,
+}
+
+/// The ids of slots 0, 1, … computed so far, keyed by the address with port 0, except on the
+/// host-shared loopback address, where the port takes part in the id ([`Id::of_addr_slot`]).
+/// A hash map, only looked up, never iterated (a B-tree of 10^5 addresses cost a cache miss per
+/// level).
+#[derive(Default)]
+struct Memo {
+    ids_by_ip: HashMap<SocketAddr, Vec<Id>>,
     /// Insertion order, for forgetting the oldest address when full.
     order: VecDeque<SocketAddr>,
 }
 
+thread_local! {
+    static MEMO: RefCell<Memo> = RefCell::new(Memo::default());
+}
+
 impl Identities {
     pub fn new(slots: u8, trust_any: bool) -> Identities {
-        Identities {
-            slots,
-            trust_any,
-            ids_by_ip: BTreeMap::new(),
-            order: VecDeque::new(),
-        }
+        Identities { slots, trust_any }
     }
 
     /// Does `p`'s id follow from its address?
@@ -40,19 +51,21 @@ impl Identities {
             return true;
         }
         let slots = self.slots as usize;
-        let (addr, ids) = self.known_ids(p.addr);
-        if ids.contains(&p.id) {
-            return true;
-        }
-        while ids.len() < slots {
-            let id = Id::of_addr_slot(addr, ids.len() as u8);
-            ids.reserve_exact(1);
-            ids.push(id);
-            if id == p.id {
+        MEMO.with_borrow_mut(|memo| {
+            let (addr, ids) = memo.known_ids(p.addr);
+            if ids.iter().take(slots).any(|id| *id == p.id) {
                 return true;
             }
-        }
-        false
+            while ids.len() < slots {
+                let id = Id::of_addr_slot(addr, ids.len() as u8);
+                ids.reserve_exact(1);
+                ids.push(id);
+                if id == p.id {
+                    return true;
+                }
+            }
+            false
+        })
     }
 
     /// Every peer of `peers` fits.
@@ -66,23 +79,23 @@ impl Identities {
         self.trust_any || (node.addr.ip() == conn.ip() && self.fits(node))
     }
 
-    /// The ids a peer speaking from `addr` may have (every id, when ids are not checked).
-    pub fn ids_of_sender(&mut self, addr: SocketAddr) -> Option<&[Id]> {
+    /// The ids a peer speaking from `addr` may have (`None` when ids are not checked).
+    pub fn ids_of_sender(&mut self, addr: SocketAddr) -> Option<Vec<Id>> {
         if self.trust_any {
             return None;
         }
-        Some(self.ids_of(addr))
-    }
-
-    fn ids_of(&mut self, addr: SocketAddr) -> &[Id] {
         let slots = self.slots as usize;
-        let (addr, ids) = self.known_ids(addr);
-        while ids.len() < slots {
-            ids.push(Id::of_addr_slot(addr, ids.len() as u8));
-        }
-        ids
+        Some(MEMO.with_borrow_mut(|memo| {
+            let (addr, ids) = memo.known_ids(addr);
+            while ids.len() < slots {
+                ids.push(Id::of_addr_slot(addr, ids.len() as u8));
+            }
+            ids[..slots].to_vec()
+        }))
     }
+}
 
+impl Memo {
     /// The ids computed so far for the IP of `addr` (remembering it, and forgetting the oldest
     /// when full), and the address they are computed from.
     fn known_ids(&mut self, addr: SocketAddr) -> (SocketAddr, &mut Vec<Id>) {
@@ -139,24 +152,28 @@ mod tests {
         assert!(!ids.hello_fits(elsewhere, &p), "a HELLO from another IP");
     }
 
-    /// Ids are computed as far as a check needs; a refusal computes them all, once.
+    /// Ids are computed as far as a check needs, once per thread; a refusal computes them all.
     #[test]
-    fn ids_are_computed_slot_by_slot() {
-        let mut ids = Identities::new(8, false);
-        let addr: SocketAddr = "10.1.2.3:4000".parse().unwrap();
+    fn ids_are_computed_slot_by_slot_and_shared() {
+        let (mut a, mut b) = (Identities::new(8, false), Identities::new(2, false));
+        let addr: SocketAddr = "10.9.8.7:4000".parse().unwrap();
         let at = |slot| Peer {
             id: Id::of_ip_slot(addr.ip(), slot),
             addr,
         };
-        let computed = |ids: &Identities| ids.ids_by_ip.values().next().map_or(0, Vec::len);
-        assert!(ids.fits(&at(0)));
-        assert_eq!(computed(&ids), 1);
-        assert!(ids.fits(&at(2)) && ids.fits(&at(1)));
-        assert_eq!(computed(&ids), 3);
-        assert!(!ids.fits(&at(8)));
-        assert_eq!(computed(&ids), 8);
-        assert!((0..8).all(|s| ids.fits(&at(s))));
-        assert_eq!(ids.ids_of_sender(addr).map(<[Id]>::len), Some(8));
+        let key = SocketAddr::new(addr.ip(), 0);
+        let computed = || MEMO.with_borrow(|m| m.ids_by_ip.get(&key).map_or(0, Vec::len));
+        assert!(a.fits(&at(0)));
+        assert_eq!(computed(), 1);
+        assert!(a.fits(&at(2)) && a.fits(&at(1)));
+        assert_eq!(computed(), 3);
+        // Another node with fewer slots uses the memo within its own limit.
+        assert!(b.fits(&at(1)) && !b.fits(&at(2)));
+        assert!(!a.fits(&at(8)));
+        assert_eq!(computed(), 8);
+        assert!((0..8).all(|s| a.fits(&at(s))));
+        assert_eq!(a.ids_of_sender(addr).map(|ids| ids.len()), Some(8));
+        assert_eq!(b.ids_of_sender(addr).map(|ids| ids.len()), Some(2));
     }
 
     #[test]

@@ -9,6 +9,10 @@ use std::net::SocketAddr;
 
 pub struct PeerCache {
     by_id: BTreeMap<Id, Peer>,
+    /// Per cached node that answered a lookup as responsible, the farthest target (counterclockwise)
+    /// it answered for: it is responsible for every key from there up to itself, until the ring
+    /// changes there (a guess it then refuses drops the node, see [`PeerCache::forget`]).
+    answered_from: BTreeMap<Id, Id>,
     /// Insertion order, for evicting the oldest entry when full.
     order: VecDeque<Id>,
     max: usize,
@@ -18,6 +22,7 @@ impl PeerCache {
     pub fn new(max: usize) -> PeerCache {
         PeerCache {
             by_id: BTreeMap::new(),
+            answered_from: BTreeMap::new(),
             order: VecDeque::new(),
             max,
         }
@@ -31,6 +36,7 @@ impl PeerCache {
         while self.by_id.len() > self.max {
             if let Some(old) = self.order.pop_front() {
                 self.by_id.remove(&old);
+                self.answered_from.remove(&old);
             }
         }
     }
@@ -39,6 +45,7 @@ impl PeerCache {
     pub fn forget_peer(&mut self, peer: Peer) {
         if self.by_id.get(&peer.id) == Some(&peer) {
             self.by_id.remove(&peer.id);
+            self.answered_from.remove(&peer.id);
             self.order.retain(|i| *i != peer.id);
         }
     }
@@ -52,8 +59,39 @@ impl PeerCache {
             .collect();
         for id in gone {
             self.by_id.remove(&id);
+            self.answered_from.remove(&id);
             self.order.retain(|i| *i != id);
         }
+    }
+
+    /// `owner` (cached now) answered a lookup for `target` as the node responsible for it.
+    pub fn answered(&mut self, owner: Peer, target: &Id) {
+        if self.by_id.get(&owner.id) != Some(&owner) {
+            return;
+        }
+        let from = self.answered_from.entry(owner.id).or_insert(*target);
+        if target.distance_to(&owner.id) > from.distance_to(&owner.id) {
+            *from = *target;
+        }
+    }
+
+    /// Is the first cached node after `key` known to be responsible for it: has it answered, as
+    /// responsible, for a target at or before `key` (and after its cached predecessor)?
+    pub fn known_responsible(&self, key: &Key) -> bool {
+        let Some(after) = self.first_after_or_at(key) else {
+            return false;
+        };
+        self.answered_from
+            .get(&after.id)
+            .is_some_and(|from| key.distance_to(&after.id) <= from.distance_to(&after.id))
+    }
+
+    fn first_after_or_at(&self, key: &Key) -> Option<Peer> {
+        self.by_id
+            .range(*key..)
+            .chain(self.by_id.range(..*key))
+            .map(|(_, p)| *p)
+            .next()
     }
 
     /// Every cached node, in id order.
@@ -144,6 +182,28 @@ mod tests {
         assert_eq!(out, vec![peer(7), peer(2)]);
         c.forget(peer(3).addr);
         assert_eq!(c.by_id.len(), 1);
+    }
+
+    #[test]
+    fn a_node_that_answered_for_a_target_is_known_responsible_from_there_to_itself() {
+        let mut c = PeerCache::new(10);
+        for b in [10, 50, 200] {
+            c.learn(peer(b));
+        }
+        assert!(!c.known_responsible(&peer(40).id));
+        c.answered(peer(50), &peer(30).id);
+        c.answered(peer(50), &peer(45).id); // nearer: the range stays (30, 50]
+        let known = |c: &PeerCache, b: u8| c.known_responsible(&peer(b).id);
+        assert!(known(&c, 30) && known(&c, 40) && known(&c, 50));
+        assert!(!known(&c, 29) && !known(&c, 60));
+        // Wrapping round: 10 answered for 220.
+        c.answered(peer(10), &peer(220).id);
+        assert!(known(&c, 230) && known(&c, 5) && !known(&c, 210));
+        // Forgotten with the node; a node not cached is not recorded.
+        c.forget(peer(50).addr);
+        assert!(!known(&c, 40));
+        c.answered(peer(60), &peer(55).id);
+        assert!(!known(&c, 58));
     }
 
     #[test]

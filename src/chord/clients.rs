@@ -558,11 +558,14 @@ impl Clients {
             PeerMsg::StorageFailure {
                 reason: NotFound, ..
             } => self.next_holder(ctx, op, rest, Miss::NotFound),
-            // Our view of the ring was stale: look the key up properly.
+            // Our view of the ring was stale: look the key up properly, and stop guessing that node.
             PeerMsg::StorageFailure {
                 reason: NotResponsible,
                 ..
-            } if asked == Asked::Owner => self.retry(ctx, op),
+            } if asked == Asked::Owner => {
+                ctx.cache.forget(from);
+                self.retry(ctx, op)
+            }
             PeerMsg::StorageFailure {
                 reason: NotResponsible,
                 ..
@@ -691,7 +694,7 @@ fn guess_holders(ctx: &mut Ctx, op: &mut ClientOp, nodes: &mut Vec<Peer>) -> boo
     if matches!(op.kind, OpKind::Get) && ctx.cfg.read_quorum == ReadQuorum::Majority {
         return false;
     }
-    if !cache_dense_at(ctx, &op.key) {
+    if !cache_dense_at(ctx, &op.key) && !ctx.cache.known_responsible(&op.key) {
         return false;
     }
     let more = ctx.cfg.replication_max as usize - 1;

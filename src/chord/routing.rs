@@ -99,6 +99,7 @@ pub(super) fn found(
     ctx.stats.lookups += 1;
     ctx.stats.lookup_hops += hops as u64;
     ctx.cache.learn(owner);
+    ctx.cache.answered(owner, &target);
     true
 }
 

@@ -87,11 +87,15 @@ impl PeerCache {
     }
 
     fn first_after_or_at(&self, key: &Key) -> Option<Peer> {
+        self.clockwise_from(key).next()
+    }
+
+    /// Every cached node clockwise from `key` (it included), once round the ring.
+    fn clockwise_from(&self, key: &Key) -> impl Iterator<Item = Peer> + '_ {
         self.by_id
             .range(*key..)
             .chain(self.by_id.range(..*key))
             .map(|(_, p)| *p)
-            .next()
     }
 
     /// Every cached node, in id order.
@@ -123,10 +127,7 @@ impl PeerCache {
     pub fn holders_into(&self, key: &Key, me: Peer, more: usize, out: &mut Vec<Peer>) {
         let start = out.len();
         out.extend(
-            self.by_id
-                .range(*key..)
-                .chain(self.by_id.range(..*key))
-                .map(|(_, p)| *p)
+            self.clockwise_from(key)
                 .filter(|p| p.id != me.id)
                 .take(more + 1),
         );

@@ -118,22 +118,14 @@ fn encode_body(msg: &PeerMsg, out: &mut BytesMut) {
             target,
             hops,
             nodes,
-        } => {
-            assert!(nodes.len() <= PEERS_MAX);
-            out.put_slice(&target.0);
-            out.put_u8(*hops);
-            put_peers(out, nodes);
-        }
+        } => put_found(out, target, *hops, nodes),
         PeerMsg::ValueFound {
             target,
             hops,
             nodes,
             held,
         } => {
-            assert!(nodes.len() <= PEERS_MAX);
-            out.put_slice(&target.0);
-            out.put_u8(*hops);
-            put_peers(out, nodes);
+            put_found(out, target, *hops, nodes);
             match held {
                 Held::Missing => out.put_u8(0),
                 Held::Value(value) => {
@@ -211,6 +203,21 @@ fn put_pred_succs(out: &mut impl BufMut, pred: &Option<Peer>, succs: &[Peer]) {
         put_peer(out, p);
     }
     put_peers(out, succs);
+}
+
+/// The fields PEER FOUND and VALUE FOUND share: `target [32] · hops u8 · peers (count ≥ 1)`.
+fn put_found(out: &mut impl BufMut, target: &Id, hops: u8, nodes: &[Peer]) {
+    assert!(nodes.len() <= PEERS_MAX);
+    out.put_slice(&target.0);
+    out.put_u8(hops);
+    put_peers(out, nodes);
+}
+
+fn take_found(b: &mut BytesMut) -> Option<(Id, u8, Vec<Peer>)> {
+    let target = take_id(b)?;
+    let hops = take_u8(b)?;
+    let nodes = take_peers(b)?;
+    (!nodes.is_empty()).then_some((target, hops, nodes))
 }
 
 fn put_peers(out: &mut impl BufMut, peers: &[Peer]) {
@@ -324,12 +331,7 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
             }
         }
         PEER_FOUND => {
-            let target = take_id(&mut b).ok_or(bad.clone())?;
-            let hops = take_u8(&mut b).ok_or(bad.clone())?;
-            let nodes = take_peers(&mut b).ok_or(bad.clone())?;
-            if nodes.is_empty() {
-                return Err(bad);
-            }
+            let (target, hops, nodes) = take_found(&mut b).ok_or(bad.clone())?;
             PeerMsg::PeerFound {
                 target,
                 hops,
@@ -337,18 +339,13 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
             }
         }
         VALUE_FOUND => {
-            let target = take_id(&mut b).ok_or(bad.clone())?;
-            let hops = take_u8(&mut b).ok_or(bad.clone())?;
-            let nodes = take_peers(&mut b).ok_or(bad.clone())?;
+            let (target, hops, nodes) = take_found(&mut b).ok_or(bad.clone())?;
             let held = match take_u8(&mut b) {
                 Some(0) => Held::Missing,
                 Some(1) if b.has_remaining() => Held::Value(b.split().freeze()),
                 Some(2) => Held::TooLarge,
                 _ => return Err(bad),
             };
-            if nodes.is_empty() {
-                return Err(bad);
-            }
             PeerMsg::ValueFound {
                 target,
                 hops,

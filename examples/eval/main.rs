@@ -14,7 +14,7 @@
 //!   all        every experiment above, then plot
 //! options: --n N, --seed S (else each experiment's own), --out DIR (docs/plots), --lookups L,
 //!          --seconds S (churn, per run), --periods paper|ours|both, --silent (failures),
-//!          --sizes N,N,… (wan), --gets G (wan), --keys K (load)
+//!          --sizes N,N,… (wan), --gets G (wan), --keys K (load), --rates R,R,… (churn)
 //! ```
 //!
 //! Kept out of the shipped binary: the plotting crates are dev-dependencies.
@@ -40,6 +40,7 @@ struct Args {
     sizes: Vec<usize>,
     gets: u64,
     keys: usize,
+    rates: Vec<f64>,
 }
 
 /// How long each churn run lasts by default: 20 of the papers' 30 s rounds, 60 of our 1 s ones
@@ -102,6 +103,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         sizes: vec![1000, 10_000],
         gets: 200,
         keys: 500_000,
+        rates: CHURN_RATES.to_vec(),
     };
     while let Some(arg) = p.next()? {
         match arg {
@@ -115,6 +117,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("sizes") => args.sizes = list(&p.value()?.string()?)?,
             Long("gets") => args.gets = p.value()?.parse()?,
             Long("keys") => args.keys = p.value()?.parse()?,
+            Long("rates") => args.rates = list(&p.value()?.string()?)?,
             Value(v) if args.experiment.is_empty() => args.experiment = v.string()?,
             _ => return Err(arg.unexpected()),
         }
@@ -134,12 +137,12 @@ fn periods(s: &str) -> Result<Vec<Periods>, lexopt::Error> {
     }
 }
 
-fn list(s: &str) -> Result<Vec<usize>, lexopt::Error> {
+fn list<T: std::str::FromStr>(s: &str) -> Result<Vec<T>, lexopt::Error> {
     s.split(',')
         .map(|x| {
             x.trim()
                 .parse()
-                .map_err(|_| format!("not a size: {x:?}").into())
+                .map_err(|_| format!("not a number: {x:?}").into())
         })
         .collect()
 }
@@ -209,7 +212,7 @@ fn failures(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 fn churn(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut runs = Vec::new();
     for &periods in &args.periods {
-        for rate_per_s in CHURN_RATES {
+        for &rate_per_s in &args.rates {
             let setup = ChurnSetup {
                 n: args.n.unwrap_or(1000),
                 rate_per_s,

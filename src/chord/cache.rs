@@ -91,7 +91,7 @@ impl PeerCache {
     }
 
     /// Every cached node clockwise from `key` (it included), once round the ring.
-    fn clockwise_from(&self, key: &Key) -> impl Iterator<Item = Peer> + '_ {
+    pub fn clockwise_from(&self, key: &Key) -> impl Iterator<Item = Peer> + '_ {
         self.by_id
             .range(*key..)
             .chain(self.by_id.range(..*key))

@@ -233,6 +233,9 @@ impl Node {
             PeerMsg::PredecessorsGet => self.maintenance.on_predecessors_get(ctx, from, request),
             PeerMsg::PredecessorSet { node } => self.maintenance.on_notify(ctx, from, node),
             PeerMsg::SuccessorHint { node } => self.maintenance.on_successor_hint(ctx, node),
+            PeerMsg::Predecessors { preds } if request == 0 => {
+                self.maintenance.on_pred_chain_pushed(ctx, from, preds)
+            }
             PeerMsg::Spare { holder, pred, succ } => {
                 self.maintenance.on_spare(ctx, from, holder, (pred, succ))
             }

@@ -230,8 +230,10 @@ fn handle(ctx: &mut Ctx, find: Find, dead: Vec<SocketAddr>) {
     }
     // Without a predecessor we trust a sender whose successor pointer names us; so too when the
     // predecessor we sent its last hop back to is dead (silent: the ring view still holds it).
+    // Not when we know a live node between the key and us: that one is responsible.
     let pred_gone = ctx.ring.pred.is_none_or(|p| dead.contains(&p.addr));
-    let answer = ctx.ring.owns(&find.target) || (find.last_hop && pred_gone);
+    let answer = ctx.ring.owns(&find.target)
+        || (find.last_hop && pred_gone && nearer_holder(ctx, &find.target, &dead).is_none());
     if answer && find.read {
         // The value lives in the node's store, which routing does not reach.
         return ctx.publish(RingEvent::ReadHere(find));
@@ -264,9 +266,19 @@ fn handle(ctx: &mut Ctx, find: Find, dead: Vec<SocketAddr>) {
     };
     ctx.send(next.addr, find.request, msg);
     ctx.stats.finds_forwarded += 1;
-    let timeout_ms = ctx
-        .forwards
-        .hop_timeout_ms(next.addr, ctx.cfg.request_timeout_ms);
+    // A last-hop find sent back to a node before us (our predecessor) is one we answer ourselves
+    // should that node seem dead: a slow answer must not pass for a dead one there, or both of
+    // us answer.
+    let target = &find.target;
+    let back = find.last_hop
+        && next_is_last
+        && target.distance_to(&next.id) < target.distance_to(&ctx.ring.me.id);
+    let timeout_ms = if back {
+        ctx.cfg.request_timeout_ms
+    } else {
+        ctx.forwards
+            .hop_timeout_ms(next.addr, ctx.cfg.request_timeout_ms)
+    };
     let fwd = Forward {
         find,
         to: next.addr,
@@ -276,13 +288,34 @@ fn handle(ctx: &mut Ctx, find: Find, dead: Vec<SocketAddr>) {
     ctx.forwards.record(fwd, timeout_ms);
 }
 
+/// The known node nearest at or after `key` and before us, not in `dead`, from our predecessor
+/// chain and the routing cache: with our predecessor gone, a last-hop find goes there, for a
+/// node that has just joined behind our dead predecessor, or that predecessor's predecessor, is
+/// responsible for the key, not we.
+fn nearer_holder(ctx: &Ctx, key: &Id, dead: &[SocketAddr]) -> Option<Peer> {
+    let me = ctx.ring.me;
+    let before_me = |p: &Peer| p.id != me.id && key.distance_to(&p.id) < key.distance_to(&me.id);
+    let usable = |p: &Peer| before_me(p) && !dead.contains(&p.addr);
+    let chain = ctx.ring.pred_chain(PEERS_MAX).nodes;
+    let cached = ctx.cache.clockwise_from(key).take_while(before_me);
+    chain
+        .into_iter()
+        .chain(cached)
+        .filter(usable)
+        .min_by_key(|p| key.distance_to(&p.id))
+}
+
 /// Where a find we do not answer goes, and whether the receiver is its last hop; never a peer in
 /// `dead`, and `None` when no other is left.
 fn next_hop(ctx: &Ctx, find: &Find, dead: &[SocketAddr]) -> Option<(Peer, bool)> {
     let live = |p: &Peer| !dead.contains(&p.addr);
     let target = &find.target;
     if find.last_hop
-        && let Some(p) = ctx.ring.pred.filter(live)
+        && let Some(p) = ctx
+            .ring
+            .pred
+            .filter(live)
+            .or_else(|| nearer_holder(ctx, target, dead))
     {
         return Some((p, true));
     }
@@ -549,6 +582,35 @@ mod tests {
         // Missing: the replica holders come along, for the asker to try.
         let holders = vec![peer(100), peer(120), peer(150), peer(200)];
         assert_eq!(answer(&mut ctx, None), (holders, Held::Missing, 3));
+    }
+
+    #[test]
+    fn without_a_predecessor_a_last_hop_goes_to_a_known_node_nearer_the_key() {
+        let mut ctx = ctx();
+        ctx.ring.pred = None;
+        ctx.cache.learn(peer(90));
+        ctx.cache.learn(peer(80));
+        on_find(&mut ctx, find(85, true));
+        assert_eq!(sent(&mut ctx), vec![peer_find(90, 85, 3, true)]);
+        // 90 is dead: nobody else we know lies between the key and us.
+        on_unreachable(&mut ctx, peer(90).addr);
+        let answer = sent(&mut ctx);
+        assert_eq!(answer.len(), 1);
+        assert!(matches!(answer[0].frame.msg, PeerMsg::PeerFound { .. }));
+    }
+
+    #[test]
+    fn a_slow_predecessor_gets_the_whole_request_timeout_before_we_answer() {
+        let mut ctx = ctx();
+        ctx.ring.pred = Some(peer(90));
+        on_find(&mut ctx, find(85, true));
+        assert_eq!(sent(&mut ctx), vec![peer_find(90, 85, 3, true)]);
+        ctx.now = ctx.now + ctx.cfg.request_timeout_ms - 1;
+        on_timeout(&mut ctx);
+        assert!(
+            sent(&mut ctx).is_empty(),
+            "a second answer would race the predecessor's"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub fn owner(sorted: &[(Id, SocketAddr)], key: &Id) -> Id {
 
 /// Zave's "best successor": the first live entry of a node's successor list. An entry lives when
 /// a node at its address holds its id (a node that moved to another slot left its old id).
-fn best_successor(sim: &Sim, addr: SocketAddr) -> Option<SocketAddr> {
+pub fn best_successor(sim: &Sim, addr: SocketAddr) -> Option<SocketAddr> {
     sim.nodes[&addr]
         .node
         .successors()

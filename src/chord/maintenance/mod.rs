@@ -77,6 +77,8 @@ enum Rpc {
     CheckPredecessor,
     /// PING to the predecessor before a notifier that loses to it is told so (Zave's rectify).
     Rectify,
+    /// PING to the node our dead predecessor named as its own: adopted if it answers.
+    FarPred { candidate: Peer },
 }
 
 /// What a warm start installs ([`Maintenance::warm_start`]).
@@ -366,7 +368,11 @@ impl Maintenance {
             ctx.short(),
             ctx.ring.successor().addr
         );
+        // Notify at once rather than after stabilize's round trip: the successor keeps answering
+        // for our keys until it takes us as predecessor (it checks we are closer than its own).
+        // After stabilize's PREDECESSOR GET, so that its answer still names the node before us.
         self.stabilize(ctx);
+        self.notify_successor(ctx);
     }
 
     /// A simulator's warm start: the tables a converged ring gives us, every entry taken as
@@ -506,6 +512,11 @@ impl Maintenance {
             .chain(&succs)
             .for_each(|p| ctx.departed.revive(p));
         let (pred, succs) = believable(ctx, pred, succs);
+        // A node before us is one routing may refer our predecessor's finds to while we have
+        // none (see `routing::nearer_holder`).
+        if let Some(p) = pred.filter(|p| p.id != ctx.ring.me.id) {
+            ctx.cache.learn(p);
+        }
         ctx.ring.set_succs(std::iter::once(s).chain(succs));
         ctx.ring.heard_from(s.addr);
         self.stabilize_step(ctx, s, pred);
@@ -614,6 +625,7 @@ impl Maintenance {
         ctx.ring.pred = Some(node);
         self.pred_heard = ctx.now;
         ctx.publish(RingEvent::NewPredecessor { old, new: node });
+        self.push_pred_chain(ctx);
         // The old predecessor's successor is the notifier now (or a node we know closer still).
         if let Some(p) = old {
             self.hint(ctx, p, node);
@@ -643,6 +655,51 @@ impl Maintenance {
     fn check_predecessor(&mut self, ctx: &mut Ctx) {
         if let Some(p) = ctx.ring.pred {
             self.ask(ctx, p.addr, PeerMsg::PredecessorsGet, Rpc::CheckPredecessor);
+        }
+    }
+
+    /// Our successor learns our new predecessor now, not at its next check: should we crash, it
+    /// knows whom to adopt (a node that has just joined behind us is known to no one else yet).
+    fn push_pred_chain(&mut self, ctx: &mut Ctx) {
+        if let Some(s) = ctx.ring.succs().first().copied() {
+            let preds = ctx.ring.pred_chain(pred_chain_len(ctx)).nodes;
+            ctx.send(s.addr, 0, PeerMsg::Predecessors { preds });
+        }
+    }
+
+    /// A PREDECESSORS that no request of ours asked for: our predecessor's new chain.
+    pub fn on_pred_chain_pushed(&mut self, ctx: &mut Ctx, from: SocketAddr, preds: Vec<Peer>) {
+        self.predecessors_answered(ctx, from, preds);
+    }
+
+    /// Our predecessor is dead: the first live node of the chain it told us of is our predecessor
+    /// now, unless a closer one notifies us first. Asked at once rather than waiting for its next
+    /// stabilize round (the papers' 30 s), in which we would answer for its keys.
+    fn seek_far_pred(&mut self, ctx: &mut Ctx) {
+        let seeking = self
+            .requests
+            .any(|what| matches!(what, Rpc::FarPred { .. }));
+        if seeking || ctx.ring.pred.is_some() {
+            return;
+        }
+        if let Some(candidate) = ctx.ring.pred_chain(1).nodes.first().copied() {
+            self.ask(
+                ctx,
+                candidate.addr,
+                PeerMsg::Ping,
+                Rpc::FarPred { candidate },
+            );
+        }
+    }
+
+    fn far_pred_answered(&mut self, ctx: &mut Ctx, candidate: Peer) {
+        let me = ctx.ring.me.id;
+        if ctx
+            .ring
+            .pred
+            .is_none_or(|p| in_open(&candidate.id, &p.id, &me))
+        {
+            self.adopt_predecessor(ctx, candidate);
         }
     }
 
@@ -748,6 +805,7 @@ impl Maintenance {
                 self.predecessors_answered(ctx, from, preds)
             }
             (Rpc::Rectify, PeerMsg::Pong) => self.rectify_answered(ctx, from),
+            (Rpc::FarPred { candidate }, PeerMsg::Pong) => self.far_pred_answered(ctx, candidate),
             (Rpc::Confirm, PeerMsg::Pong) => ctx.ring.heard_from(from),
             (what, other) => {
                 log::warn!(
@@ -826,6 +884,9 @@ impl Maintenance {
             Rpc::Stabilize | Rpc::CheckPredecessor => {
                 self.peer_failed(ctx, peer);
             }
+            Rpc::FarPred { .. } => {
+                self.peer_failed(ctx, peer);
+            }
             Rpc::Rectify => {
                 self.peer_failed(ctx, peer);
                 // Zave's rectify: with the predecessor dead, the notifier that lost to it wins.
@@ -884,7 +945,9 @@ impl Maintenance {
             let wait = ctx.cfg.stabilize_interval_ms;
             self.lost.remember(neighbour, ctx.now, wait);
         }
-        ctx.ring.remove(peer)
+        let known = ctx.ring.remove(peer);
+        self.seek_far_pred(ctx);
+        known
     }
 
     // ----- leaving -----
@@ -1120,6 +1183,37 @@ mod tests {
 
     /// Zave's rectify: a notifier that loses to a predecessor not heard from lately waits for a ping
     /// of that predecessor; if the ping fails, the notifier becomes the predecessor.
+    #[test]
+    fn a_dead_predecessor_is_followed_by_the_node_it_said_precedes_it() {
+        let (me, b, d) = (test_peer(10), test_peer(100), test_peer(150));
+        let mut node = lone_node_with_successor(me, b, vec![d]);
+        // B took C as its predecessor and says so unasked.
+        let c = test_peer(80);
+        let chain = PeerMsg::Predecessors { preds: vec![c] };
+        frame(&mut node, b, Frame::new(0, chain), 3);
+        sent(&mut node);
+        node.handle_input(Input::PeerUnreachable { peer: b.addr }, Time(4));
+        assert_eq!(node.predecessor(), None);
+        let ping = sent(&mut node)
+            .into_iter()
+            .find(|t| t.to == c.addr && t.frame.msg == PeerMsg::Ping)
+            .expect("the node before the dead predecessor is asked at once");
+        frame(
+            &mut node,
+            c,
+            Frame::new(ping.frame.request, PeerMsg::Pong),
+            5,
+        );
+        assert_eq!(node.predecessor(), Some(c));
+        // Our successor learns of it at once too.
+        let pushed = PeerMsg::Predecessors { preds: vec![c] };
+        assert!(
+            sent(&mut node)
+                .iter()
+                .any(|t| t.to == d.addr && t.frame == Frame::new(0, pushed.clone()))
+        );
+    }
+
     #[test]
     fn a_notifier_losing_to_a_silent_predecessor_wins_once_it_fails_a_ping() {
         let (me, b) = (test_peer(10), test_peer(100));

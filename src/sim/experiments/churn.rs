@@ -137,10 +137,16 @@ fn churn_event(
     }
 }
 
-/// Probes `count` random keys, each from a random node of `live`; returns `count`.
+/// Probes `count` random keys, each from a random node of `live` that has joined (one still
+/// joining is in no ring to look up in); returns `count`.
 fn ask(sim: &mut Sim, live: &[SocketAddr], count: u64, rng: &mut Prng) -> u64 {
+    let members: Vec<SocketAddr> = live
+        .iter()
+        .copied()
+        .filter(|a| sim.nodes[a].node.joined())
+        .collect();
     for _ in 0..count {
-        let at = live[rng.below(live.len() as u64) as usize];
+        let at = members[rng.below(members.len() as u64) as usize];
         let key = Id::hash(&rng.next_u64().to_be_bytes());
         sim.probe(at, key);
     }
@@ -163,6 +169,16 @@ fn joined_sorted(sim: &Sim) -> Vec<(Id, SocketAddr)> {
         .collect();
     v.sort();
     v
+}
+
+/// Has a joining node's successor taken it as predecessor? From then on it holds the keys of its
+/// range (the successor hands them over) and the successor refers finds for them to it; until
+/// then the successor holds them and rightly answers for them.
+fn taken_in(sim: &Sim, addr: SocketAddr) -> bool {
+    let node = &sim.nodes[&addr].node;
+    node.joined()
+        && oracle::best_successor(sim, addr)
+            .is_some_and(|s| sim.nodes[&s].node.predecessor() == Some(node.me()))
 }
 
 /// The lookups' verdicts, against the ring of joined nodes kept up to date as churn goes on
@@ -194,24 +210,31 @@ impl Verdicts {
         self.joining.retain(|a| *a != addr);
     }
 
-    /// Judges the answers in since the last call against the ring as it is now.
+    /// Judges the answers in since the last call (a step of at most 10 ms) against the ring as it
+    /// was before and after the nodes taken in during the step: an answer is right against either,
+    /// as the step does not tell which came first.
     fn judge(&mut self, sim: &mut Sim) {
         if sim.probes.is_empty() {
             return;
         }
+        let probes = std::mem::take(&mut sim.probes);
+        let owners_before: Vec<Id> = probes
+            .iter()
+            .map(|p| oracle::owner(&self.ring, &p.key))
+            .collect();
         let ring = &mut self.ring;
         self.joining.retain(|a| {
-            let node = &sim.nodes[a].node;
-            if !node.joined() {
+            if !taken_in(sim, *a) {
                 return true;
             }
+            let node = &sim.nodes[a].node;
             let entry = (node.me().id, *a);
             let at = ring.partition_point(|e| *e < entry);
             ring.insert(at, entry);
             false
         });
-        for p in std::mem::take(&mut sim.probes) {
-            if p.owner == oracle::owner(&self.ring, &p.key) {
+        for (p, before) in probes.into_iter().zip(owners_before) {
+            if p.owner == before || p.owner == oracle::owner(&self.ring, &p.key) {
                 self.right += 1;
                 self.paths.push(p.path_length as u64);
             } else {

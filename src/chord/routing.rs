@@ -15,6 +15,11 @@ use std::net::SocketAddr;
 /// The most hops a PEER FIND may take before it is dropped (a loop guard: Chord needs O(log N)).
 pub const HOPS_MAX: u8 = 64;
 
+/// A last-hop find sent back to our predecessor waits this many per-hop timeouts (at most the
+/// request timeout) before we answer it ourselves: taking a slow predecessor for a dead one there
+/// makes two nodes answer, while elsewhere it costs a duplicate find at most.
+const BACK_TIMEOUT_FACTOR: u64 = 3;
+
 /// The largest value a VALUE FOUND carries; a larger one is fetched with STORAGE GET. A FIND VALUE
 /// names its `reply_to` unchecked, so this bounds what a stranger can have sent to a third party
 /// per find to about what a PEER FOUND of [`PEERS_MAX`] nodes already is.
@@ -273,11 +278,12 @@ fn handle(ctx: &mut Ctx, find: Find, dead: Vec<SocketAddr>) {
     let back = find.last_hop
         && next_is_last
         && target.distance_to(&next.id) < target.distance_to(&ctx.ring.me.id);
+    let ceiling_ms = ctx.cfg.request_timeout_ms;
+    let hop_timeout_ms = ctx.forwards.hop_timeout_ms(next.addr, ceiling_ms);
     let timeout_ms = if back {
-        ctx.cfg.request_timeout_ms
+        (BACK_TIMEOUT_FACTOR * hop_timeout_ms).min(ceiling_ms)
     } else {
-        ctx.forwards
-            .hop_timeout_ms(next.addr, ctx.cfg.request_timeout_ms)
+        hop_timeout_ms
     };
     let fwd = Forward {
         find,
@@ -600,11 +606,12 @@ mod tests {
     }
 
     #[test]
-    fn a_slow_predecessor_gets_the_whole_request_timeout_before_we_answer() {
+    fn a_slow_predecessor_gets_three_hop_timeouts_before_we_answer() {
         let mut ctx = ctx();
         ctx.ring.pred = Some(peer(90));
         on_find(&mut ctx, find(85, true));
         assert_eq!(sent(&mut ctx), vec![peer_find(90, 85, 3, true)]);
+        // Never measured: three times half the request timeout, capped at the request timeout.
         ctx.now = ctx.now + ctx.cfg.request_timeout_ms - 1;
         on_timeout(&mut ctx);
         assert!(

@@ -1181,8 +1181,6 @@ mod tests {
         node.check_invariants();
     }
 
-    /// Zave's rectify: a notifier that loses to a predecessor not heard from lately waits for a ping
-    /// of that predecessor; if the ping fails, the notifier becomes the predecessor.
     #[test]
     fn a_dead_predecessor_is_followed_by_the_node_it_said_precedes_it() {
         let (me, b, d) = (test_peer(10), test_peer(100), test_peer(150));
@@ -1214,6 +1212,8 @@ mod tests {
         );
     }
 
+    /// Zave's rectify: a notifier that loses to a predecessor not heard from lately waits for a ping
+    /// of that predecessor; if the ping fails, the notifier becomes the predecessor.
     #[test]
     fn a_notifier_losing_to_a_silent_predecessor_wins_once_it_fails_a_ping() {
         let (me, b) = (test_peer(10), test_peer(100));

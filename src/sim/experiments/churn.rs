@@ -138,13 +138,16 @@ fn churn_event(
 }
 
 /// Probes `count` random keys, each from a random node of `live` that has joined (one still
-/// joining is in no ring to look up in); returns `count`.
+/// joining is in no ring to look up in); returns how many it asked (none when no node has joined).
 fn ask(sim: &mut Sim, live: &[SocketAddr], count: u64, rng: &mut Prng) -> u64 {
     let members: Vec<SocketAddr> = live
         .iter()
         .copied()
         .filter(|a| sim.nodes[a].node.joined())
         .collect();
+    if members.is_empty() {
+        return 0;
+    }
     for _ in 0..count {
         let at = members[rng.below(members.len() as u64) as usize];
         let key = Id::hash(&rng.next_u64().to_be_bytes());

@@ -38,7 +38,7 @@ pub const REQUESTS_MAX: usize = 32;
 const LAST_RESORT_CHANCES: u32 = 3;
 /// Peers remembered to re-join through.
 const CONTACTS_MAX: usize = 16;
-/// A peer is told again after this long that an identity we left is gone./// The identities we left that we still tell peers of./// How much more often stabilize runs while our successor or predecessor keeps changing.
+/// How much more often stabilize runs while our successor or predecessor keeps changing.
 const UNSETTLED_SPEEDUP: u64 = 8;
 /// How long (in request timeouts) a joiner retries at the normal pace (a contact may itself still
 /// be joining: a ring of 1024 forming at once has joiners waiting that long); after it the pause

@@ -262,6 +262,11 @@ fn handle(ctx: &mut Ctx, find: Find, dead: Vec<SocketAddr>) {
         );
         return;
     };
+    forward(ctx, find, (next, next_is_last), dead);
+}
+
+/// Sends `find` on to `next` and keeps it until `next` says FIND TAKEN or its hop timeout passes.
+fn forward(ctx: &mut Ctx, find: Find, (next, next_is_last): (Peer, bool), dead: Vec<SocketAddr>) {
     let msg = PeerMsg::PeerFind {
         target: find.target,
         hops: find.hops + 1,

@@ -39,7 +39,6 @@ pub const INFO_GET: u16 = 1059;
 pub const INFO_REPLY: u16 = 1060;
 pub const LEAVE: u16 = 1061;
 pub const SUCCESSOR_HINT: u16 = 1062;
-pub const JOIN_VIA: u16 = 1063;
 /// Buckets a repair summary splits a key range into (by the key's top 6 bits).
 pub const SYNC_BUCKETS: usize = 64;
 /// The most keys one SYNC REPLY lists: 60,028 bytes in all, under the smallest frame limit (65,600).
@@ -156,12 +155,6 @@ pub enum PeerMsg {
     SuccessorHint {
         node: Peer,
     },
-    /// "I am in no ring yet; I am joining through `contact`": the answer of a joining node to a
-    /// PEER FIND sent to it as a first hop, so that a newcomer joining through it goes on there
-    /// instead of waiting for its join.
-    JoinVia {
-        contact: SocketAddr,
-    },
     /// "Your PEER FIND (same request id) reached me and goes on from here": the per-hop
     /// acknowledgement a forwarder waits for before it reroutes the find (`chord::forwards`).
     FindTaken,
@@ -255,7 +248,6 @@ impl PeerMsg {
             PeerMsg::Invite { .. } => INVITE,
             PeerMsg::PredecessorSet { .. } => PREDECESSOR_SET,
             PeerMsg::SuccessorHint { .. } => SUCCESSOR_HINT,
-            PeerMsg::JoinVia { .. } => JOIN_VIA,
             PeerMsg::Hello { .. } => HELLO,
             PeerMsg::Ping => PING,
             PeerMsg::Pong => PONG,

@@ -431,7 +431,7 @@ impl World {
 
     /// Any message, as a peer could send it.
     pub fn msg(&self, s: &mut Src) -> PeerMsg {
-        match s.below(26) {
+        match s.below(25) {
             0 => PeerMsg::StorageGet { key: self.key(s) },
             24 => PeerMsg::ValueFound {
                 target: self.id(s),
@@ -517,9 +517,6 @@ impl World {
             21 => PeerMsg::Invite { slot: s.u8() % 10 },
             // Last, so the corpus's earlier choices keep their meaning.
             23 => PeerMsg::FindTaken,
-            25 => PeerMsg::JoinVia {
-                contact: self.addr(s),
-            },
             _ => PeerMsg::InfoReply(Box::new(NodeInfo {
                 node: self.peer(s),
                 pred: self.opt_peer(s),

@@ -226,9 +226,6 @@ impl Node {
                     reply_to,
                     read,
                 };
-                if hops == 0 {
-                    self.maintenance.redirect_joiner(ctx, from, request);
-                }
                 routing::on_peer_find(ctx, from, find)
             }
             PeerMsg::FindTaken => routing::on_find_taken(ctx, from, request),
@@ -236,7 +233,6 @@ impl Node {
             PeerMsg::PredecessorsGet => self.maintenance.on_predecessors_get(ctx, from, request),
             PeerMsg::PredecessorSet { node } => self.maintenance.on_notify(ctx, from, node),
             PeerMsg::SuccessorHint { node } => self.maintenance.on_successor_hint(ctx, node),
-            PeerMsg::JoinVia { contact } => self.maintenance.on_join_via(ctx, from, contact),
             PeerMsg::Predecessors { preds } if request == 0 => {
                 self.maintenance.on_pred_chain_pushed(ctx, from, preds)
             }

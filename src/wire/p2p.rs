@@ -189,7 +189,6 @@ fn encode_body(msg: &PeerMsg, out: &mut BytesMut) {
         PeerMsg::PredecessorSet { node }
         | PeerMsg::SuccessorHint { node }
         | PeerMsg::Hello { node } => put_peer(out, node),
-        PeerMsg::JoinVia { contact } => put_addr(out, contact),
     }
 }
 
@@ -439,9 +438,6 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
         HELLO => PeerMsg::Hello {
             node: take_peer(&mut b).ok_or(bad.clone())?,
         },
-        JOIN_VIA => PeerMsg::JoinVia {
-            contact: get_addr(&mut b).ok_or(bad.clone())?,
-        },
         _ => return Err(P2pError::UnknownType { msg_type }),
     };
     // Trailing bytes are a layout mismatch too (values take the rest, so they never leave any).
@@ -602,9 +598,6 @@ mod tests {
                 preds: vec![peer(4, 4), peer(5, 5)],
             },
             PeerMsg::SuccessorHint { node: peer(8, 8) },
-            PeerMsg::JoinVia {
-                contact: peer(9, 9).addr,
-            },
             PeerMsg::Hello { node: peer(7, 7) },
             PeerMsg::Ping,
             PeerMsg::Pong,

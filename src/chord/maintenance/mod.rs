@@ -294,37 +294,6 @@ impl Maintenance {
         }
     }
 
-    /// The node our join is going through now, while we are joining.
-    fn join_contact(&self, ctx: &Ctx) -> Option<SocketAddr> {
-        if ctx.joined || self.join_next == 0 {
-            return None;
-        }
-        let candidates = self.join_candidates(ctx);
-        (!candidates.is_empty()).then(|| candidates[(self.join_next - 1) % candidates.len()])
-    }
-
-    /// A first-hop PEER FIND reached us while we are still joining (we drop it: we are in no
-    /// ring): JOIN VIA tells its sender, a newcomer joining through us, to go on through our own
-    /// contact rather than wait for our join to finish (joins through contacts that are joining
-    /// themselves made a mass join slow).
-    pub fn redirect_joiner(&mut self, ctx: &mut Ctx, from: SocketAddr, request: u64) {
-        if let Some(contact) = self.join_contact(ctx).filter(|c| *c != from) {
-            ctx.send(from, request, PeerMsg::JoinVia { contact });
-        }
-    }
-
-    /// JOIN VIA: believed only while we are joining and only from the node our join is going
-    /// through; its contact comes first for our next attempt.
-    pub fn on_join_via(&mut self, ctx: &mut Ctx, from: SocketAddr, contact: SocketAddr) {
-        if self.join_contact(ctx) != Some(from) || contact == ctx.ring.me.addr {
-            return log::debug!("[{}] JOIN VIA from {from} ignored", ctx.short());
-        }
-        self.contacts.retain(|a| *a != contact);
-        self.contacts.insert(0, contact);
-        self.contacts.truncate(CONTACTS_MAX);
-        self.join_next = 0;
-    }
-
     /// The contacts, then the other nodes we know of (never us).
     fn join_candidates(&self, ctx: &Ctx) -> Vec<SocketAddr> {
         let me = ctx.me().addr;
@@ -1102,7 +1071,6 @@ mod tests {
     use crate::config::Config;
     use crate::msg::{Frame, Peer, PeerMsg};
     use crate::time::Time;
-    use std::net::SocketAddr;
 
     fn sent(node: &mut Node) -> Vec<Transmit> {
         std::iter::from_fn(|| node.poll_output())
@@ -1145,71 +1113,6 @@ mod tests {
         frame(&mut node, b, Frame::new(probe.frame.request, reply), 2);
         assert_eq!(node.successors().first(), Some(&b));
         node
-    }
-
-    /// A node joining through `c` (a fresh node: placement by choice on).
-    fn joining_through(me: Peer, c: Peer) -> Node {
-        let mut cfg = Config::default().node;
-        cfg.bootstrap = vec![c.addr];
-        Node::new(cfg, me.addr, 1, Time(0))
-    }
-
-    /// Where the node sent PEER FINDs.
-    fn finds_to(node: &mut Node) -> Vec<SocketAddr> {
-        sent(node)
-            .into_iter()
-            .filter(|t| matches!(t.frame.msg, PeerMsg::PeerFind { .. }))
-            .map(|t| t.to)
-            .collect()
-    }
-
-    #[test]
-    fn a_joiner_told_join_via_by_its_contact_tries_the_contacts_contact_next() {
-        let (me, c, d, liar) = (test_peer(10), test_peer(20), test_peer(30), test_peer(40));
-        let mut node = joining_through(me, c);
-        node.handle_input(Input::Timeout, Time(0));
-        assert_eq!(finds_to(&mut node), vec![c.addr]);
-        // Only the contact we are joining through is believed.
-        let via = |contact: Peer| {
-            Frame::new(
-                0,
-                PeerMsg::JoinVia {
-                    contact: contact.addr,
-                },
-            )
-        };
-        frame(&mut node, liar, via(liar), 10);
-        frame(&mut node, c, via(d), 10);
-        let mut to = Vec::new();
-        for t in (0..10).map(|i| 1000 * i + 500) {
-            node.handle_input(Input::Timeout, Time(t));
-            to.extend(finds_to(&mut node));
-        }
-        assert_eq!(to.first(), Some(&d.addr), "{to:?}");
-        assert!(!to.contains(&liar.addr));
-    }
-
-    #[test]
-    fn a_joining_node_answers_a_first_hop_find_with_its_own_contact() {
-        let (me, c, newcomer) = (test_peer(10), test_peer(20), test_peer(50));
-        let mut node = joining_through(me, c);
-        node.handle_input(Input::Timeout, Time(0));
-        sent(&mut node);
-        let find = PeerMsg::PeerFind {
-            target: newcomer.id,
-            hops: 0,
-            last_hop: false,
-            reply_to: newcomer.addr,
-            read: false,
-        };
-        frame(&mut node, newcomer, Frame::new(7, find), 5);
-        let out = sent(&mut node);
-        let told = PeerMsg::JoinVia { contact: c.addr };
-        assert!(
-            out.iter()
-                .any(|t| t.to == newcomer.addr && t.frame == Frame::new(7, told.clone())),
-            "{out:?}"
-        );
     }
 
     #[test]

@@ -234,7 +234,7 @@ impl Node {
             PeerMsg::PredecessorSet { node } => self.maintenance.on_notify(ctx, from, node),
             PeerMsg::SuccessorHint { node } => self.maintenance.on_successor_hint(ctx, node),
             PeerMsg::Predecessors { preds } if request == 0 => {
-                self.maintenance.on_pred_chain_pushed(ctx, from, preds)
+                self.maintenance.predecessors_answered(ctx, from, preds)
             }
             PeerMsg::Spare { holder, pred, succ } => {
                 self.maintenance.on_spare(ctx, from, holder, (pred, succ))

@@ -667,11 +667,6 @@ impl Maintenance {
         }
     }
 
-    /// A PREDECESSORS that no request of ours asked for: our predecessor's new chain.
-    pub fn on_pred_chain_pushed(&mut self, ctx: &mut Ctx, from: SocketAddr, preds: Vec<Peer>) {
-        self.predecessors_answered(ctx, from, preds);
-    }
-
     /// Our predecessor is dead: the first live node of the chain it told us of is our predecessor
     /// now, unless a closer one notifies us first. Asked at once rather than waiting for its next
     /// stabilize round (the papers' 30 s), in which we would answer for its keys.
@@ -820,8 +815,9 @@ impl Maintenance {
         }
     }
 
-    /// Our predecessor answered the periodic check: it lives, and these precede it.
-    fn predecessors_answered(&mut self, ctx: &mut Ctx, from: SocketAddr, preds: Vec<Peer>) {
+    /// Our predecessor answered the periodic check, or pushed its new chain unasked (request 0):
+    /// it lives, and these precede it.
+    pub fn predecessors_answered(&mut self, ctx: &mut Ctx, from: SocketAddr, preds: Vec<Peer>) {
         if ctx.ring.pred.is_some_and(|p| p.addr == from) {
             self.pred_heard = ctx.now;
             // Identities are checked; order is checked by `pred_chain` on every use.
@@ -881,10 +877,7 @@ impl Maintenance {
     /// that does not answer is not probed again.
     fn request_failed(&mut self, ctx: &mut Ctx, what: Rpc, peer: SocketAddr) {
         match what {
-            Rpc::Stabilize | Rpc::CheckPredecessor => {
-                self.peer_failed(ctx, peer);
-            }
-            Rpc::FarPred { .. } => {
+            Rpc::Stabilize | Rpc::CheckPredecessor | Rpc::FarPred { .. } => {
                 self.peer_failed(ctx, peer);
             }
             Rpc::Rectify => {

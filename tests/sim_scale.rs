@@ -295,9 +295,14 @@ fn a_mass_join_converges_within_thirty_seconds() {
     sim.check_every_event = false;
     sim.grow(n, 5_000);
     let events_before = sim.events;
+    let start = sim.now();
     let took = sim.run_until_cond(500, 600_000, |s| {
         if let Err(e) = oracle::check_rings(s) {
             panic!("seed {}: {e} (replay with SIM_SEED={})", s.seed, s.seed);
+        }
+        let since = s.now().ms_since(start);
+        if since % 2500 == 0 {
+            eprintln!("[scale join] +{since} ms: {:?}", oracle::gaps(s));
         }
         oracle::check_ideal(s).is_ok()
     });

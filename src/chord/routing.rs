@@ -155,10 +155,17 @@ pub(super) fn answer_read(ctx: &mut Ctx, find: Find, value: Option<Bytes>) {
 /// joined in between: then it goes back to that node, again as the last hop. The forward is
 /// remembered, to go on by another hop should this one be unreachable or silent.
 pub(super) fn on_peer_find(ctx: &mut Ctx, from: SocketAddr, find: Find) {
-    // Outside a ring the find is dropped: no FIND TAKEN, so that the sender reroutes it.
-    if ctx.joined {
-        ctx.send(from, find.request, PeerMsg::FindTaken);
+    // A find seen before (a duplicate, or one going round a loop) is taken, so that its sender
+    // does not send it on elsewhere too, and dropped.
+    if ctx.forwards.repeated(&find) {
+        ctx.stats.finds_repeated += 1;
+        return ctx.send(from, find.request, PeerMsg::FindTaken);
     }
+    // Outside a ring the find is dropped: no FIND TAKEN, so that the sender reroutes it.
+    if !ctx.joined {
+        return;
+    }
+    ctx.send(from, find.request, PeerMsg::FindTaken);
     handle(ctx, find, Vec::new());
 }
 
@@ -490,8 +497,8 @@ mod tests {
         assert!(sent(&mut ctx).is_empty());
         assert_eq!((ctx.stats.finds_rerouted, ctx.stats.finds_given_up), (3, 1));
         // A refusal after the next hop took the find concerns another find.
-        on_find(&mut ctx, find(140, false));
-        assert_eq!(sent(&mut ctx), vec![peer_find(103, 140, 3, false)]);
+        on_find(&mut ctx, find(141, false));
+        assert_eq!(sent(&mut ctx), vec![peer_find(103, 141, 3, false)]);
         on_find_taken(&mut ctx, peer(103).addr, 77);
         on_unreachable(&mut ctx, peer(103).addr);
         assert!(sent(&mut ctx).is_empty());
@@ -511,10 +518,19 @@ mod tests {
             to: peer(2).addr,
             frame: Frame::new(77, PeerMsg::FindTaken),
         };
-        assert_eq!(out, vec![ack, peer_find(150, 140, 3, true)]);
-        // Outside a ring the find is dropped unacknowledged: the sender reroutes it.
+        assert_eq!(out, vec![ack.clone(), peer_find(150, 140, 3, true)]);
+        // The same find again (a duplicate, or round a loop): taken, not sent on.
+        on_peer_find(&mut ctx, peer(3).addr, find(140, false));
+        let again = Transmit {
+            to: peer(3).addr,
+            ..ack.clone()
+        };
+        assert_eq!(ctx.poll_output(), Some(Output::Transmit(again)));
+        assert!(ctx.poll_output().is_none());
+        assert_eq!(ctx.stats.finds_repeated, 1);
+        // Outside a ring a find is dropped unacknowledged: the sender reroutes it.
         ctx.joined = false;
-        on_peer_find(&mut ctx, peer(2).addr, find(140, false));
+        on_peer_find(&mut ctx, peer(2).addr, find(141, false));
         assert!(ctx.poll_output().is_none());
     }
 
@@ -545,8 +561,8 @@ mod tests {
         assert!(sent(&mut ctx).is_empty());
         assert_eq!(ctx.forwards.next_deadline(), None);
         // Another find still goes to 150 first.
-        on_find(&mut ctx, find(140, false));
-        assert_eq!(sent(&mut ctx), vec![peer_find(150, 140, 3, true)]);
+        on_find(&mut ctx, find(141, false));
+        assert_eq!(sent(&mut ctx), vec![peer_find(150, 141, 3, true)]);
     }
 
     #[test]

@@ -142,6 +142,37 @@ pub fn check_ideal(sim: &Sim) -> Result<(), String> {
     Ok(())
 }
 
+/// How far the ring is from ideal: nodes not joined, then among the joined ones those whose
+/// first successor, successor list and predecessor differ from the oracle's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gaps {
+    pub unjoined: usize,
+    pub successor: usize,
+    pub successor_list: usize,
+    pub predecessor: usize,
+}
+
+pub fn gaps(sim: &Sim) -> Gaps {
+    let sorted = sim.live_sorted();
+    let n = sorted.len();
+    let r = sim.node_cfg.successors.min(n.saturating_sub(1));
+    let mut gaps = Gaps::default();
+    for (i, (_, addr)) in sorted.iter().enumerate() {
+        let node = sim.node(*addr);
+        if !node.joined() {
+            gaps.unjoined += 1;
+            continue;
+        }
+        let have: Vec<Id> = node.successors().iter().map(|p| p.id).collect();
+        let want: Vec<Id> = (1..=r).map(|k| sorted[(i + k) % n].0).collect();
+        gaps.successor += usize::from(have.first() != want.first());
+        gaps.successor_list += usize::from(have != want);
+        let want_pred = (n > 1).then(|| sorted[(i + n - 1) % n].0);
+        gaps.predecessor += usize::from(node.predecessor().map(|p| p.id) != want_pred);
+    }
+    gaps
+}
+
 /// Does `key` belong to `owner_id` per the oracle?
 pub fn owns(sorted: &[(Id, SocketAddr)], owner_id: &Id, key: &Id) -> bool {
     let i = sorted

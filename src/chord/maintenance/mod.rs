@@ -40,10 +40,19 @@ const LAST_RESORT_CHANCES: u32 = 3;
 const CONTACTS_MAX: usize = 16;
 /// How much more often stabilize runs while our successor or predecessor keeps changing.
 const UNSETTLED_SPEEDUP: u64 = 8;
+/// After this many steps of one round's walk back along predecessor pointers, stabilize also
+/// looks its own id up ([`Rpc::Shortcut`]): a mass join can put hundreds of nodes between a node and
+/// the successor it knows, a walk of seconds at one round trip per node.
+const WALK_STEPS_BEFORE_SHORTCUT: u32 = 3;
+/// The longest pause between two lookups of our own id ([`Maintenance::check_own_place`]), in
+/// stabilize periods.
+const OWN_PLACE_BACKOFF_MAX: u64 = 64;
 /// How long (in request timeouts) a joiner retries at the normal pace (a contact may itself still
-/// be joining: a ring of 1024 forming at once has joiners waiting that long); after it the pause
-/// doubles per failed pass over the candidates, up to [`JOIN_BACKOFF_MAX_MS`].
-const JOIN_PATIENCE_TIMEOUTS: u64 = 30;
+/// be joining: 4096 nodes joining within 5 s, each through one added before it, wait up to about
+/// 20 s for their contacts; with 30 the stragglers backed off and the ring formed 54 s after the
+/// last join, with 120 in 24.5 s); after it the pause doubles per failed pass over the candidates,
+/// up to [`JOIN_BACKOFF_MAX_MS`].
+const JOIN_PATIENCE_TIMEOUTS: u64 = 120;
 /// The longest pause between join attempts: a dead contact is asked once a minute.
 const JOIN_BACKOFF_MAX_MS: u64 = 60_000;
 /// What a maintenance request waits for.
@@ -61,6 +70,9 @@ enum Rpc {
     Adopt { candidate: Peer },
     /// PEER FIND for our own id through a neighbour we lost: does its ring hold us?
     Reunite,
+    /// PEER FIND for our own id through a node a long stabilize walk reached, or through our
+    /// farthest finger now and then: the node that answers is our successor as the ring sees it.
+    Shortcut,
     /// PING to a successor-list entry that has not answered us yet.
     Confirm,
     /// Before joining: PEER FIND for the id of one of our slots (where would it land?).
@@ -119,6 +131,11 @@ pub(super) struct Maintenance {
     pointers_at_stabilize: (Option<Id>, Option<Id>),
     /// The next finger fix_fingers refreshes.
     finger_next: usize,
+    /// When [`Self::check_own_place`] looks our id up next, and the pause after that one.
+    own_place_check_at: Time,
+    own_place_wait_ms: u64,
+    /// Steps stabilize's second step took this round (see [`WALK_STEPS_BEFORE_SHORTCUT`]).
+    walk_steps: u32,
     /// What is left of this round's [`SENDS_PER_ROUND`].
     sends_left: u32,
     /// When the predecessor last spoke to us (notify, pong, adoption).
@@ -189,6 +206,9 @@ impl Maintenance {
             pointers_at_stabilize: (None, None),
             finger_next: 0,
             sends_left: SENDS_PER_ROUND,
+            walk_steps: 0,
+            own_place_check_at: ctx.now,
+            own_place_wait_ms: 0,
             pred_heard: ctx.now,
             rectify_waiting: None,
             lost: LostPeers::default(),
@@ -214,7 +234,9 @@ impl Maintenance {
             Periodic::Join => self.join(ctx),
             Periodic::Stabilize => {
                 self.sends_left = SENDS_PER_ROUND;
+                self.walk_steps = 0;
                 self.stabilize(ctx);
+                self.check_own_place(ctx);
                 self.try_lost(ctx);
                 self.schedule_stabilize(ctx);
             }
@@ -439,9 +461,73 @@ impl Maintenance {
     fn stabilize_step(&mut self, ctx: &mut Ctx, succ: Peer, pred: Option<Peer>) {
         match pred {
             Some(p) if in_open(&p.id, &ctx.ring.me.id, &succ.id) => {
+                self.walk_steps += 1;
+                if self.walk_steps == WALK_STEPS_BEFORE_SHORTCUT {
+                    self.shortcut(ctx, p);
+                }
                 self.probe(ctx, p, Origin::Round);
             }
             _ => self.notify_successor(ctx),
+        }
+    }
+
+    /// A walk this long means many nodes lie between us and our successor (nodes joined in a
+    /// burst, or we hang off the ring's side): we look our own id up through `via`, a node of the
+    /// walk, whose fingers find our true successor in O(log N) hops.
+    fn shortcut(&mut self, ctx: &mut Ctx, via: Peer) {
+        let me = ctx.ring.me.id;
+        if self.spend(ctx) {
+            let _ = routing::find_via(ctx, &mut self.requests, via.addr, me, Rpc::Shortcut);
+        }
+    }
+
+    /// Now and then (backing off while the answer is our successor) we look our own id up through
+    /// our farthest finger: a node that formed part of a ring early in a mass join can be left
+    /// hanging off its side, its successor's predecessor being itself, while the ring has grown
+    /// between them. Stabilize alone never sees it; the ring's lookups do.
+    fn check_own_place(&mut self, ctx: &mut Ctx) {
+        let checking = self.requests.any(|what| matches!(what, Rpc::Shortcut));
+        if !ctx.joined || ctx.leaving || ctx.ring.succs().is_empty() || checking {
+            return;
+        }
+        if ctx.now < self.own_place_check_at {
+            return;
+        }
+        let base = ctx.cfg.stabilize_interval_ms;
+        self.own_place_wait_ms = self
+            .own_place_wait_ms
+            .clamp(base, OWN_PLACE_BACKOFF_MAX * base);
+        self.own_place_check_at = ctx.now + self.own_place_wait_ms;
+        let me = ctx.ring.me.id;
+        if self.spend(ctx) {
+            let _ = routing::find(ctx, &mut self.requests, (me, false), 0, Rpc::Shortcut);
+        }
+    }
+
+    /// The lookup of our own id answered: a node closer than our successor is probed as one (and
+    /// the checks of [`Self::check_own_place`] come at their fastest again); our successor or we
+    /// ourselves named make them back off.
+    fn shortcut_answered(
+        &mut self,
+        ctx: &mut Ctx,
+        from: SocketAddr,
+        found: (Id, u8),
+        nodes: Vec<Peer>,
+    ) {
+        let me = ctx.ring.me.id;
+        if found.0 != me || !routing::found(ctx, from, found, &nodes) {
+            return;
+        }
+        let closer = ctx
+            .ring
+            .succs()
+            .first()
+            .is_some_and(|s| in_open(&nodes[0].id, &me, &s.id));
+        if closer {
+            self.own_place_wait_ms = 0;
+            self.probe_if_closer(ctx, nodes[0], Origin::Hint);
+        } else {
+            self.own_place_wait_ms *= 2;
         }
     }
 
@@ -782,6 +868,14 @@ impl Maintenance {
             (Rpc::MovePred { slot, succ }, PeerMsg::PredecessorReply { pred, .. }) => {
                 self.move_checked(ctx, slot, pred, succ)
             }
+            (
+                Rpc::Shortcut,
+                PeerMsg::PeerFound {
+                    target,
+                    hops,
+                    nodes,
+                },
+            ) => self.shortcut_answered(ctx, from, (target, hops), nodes),
             (Rpc::Reunite, PeerMsg::PeerFound { target, nodes, .. }) => {
                 self.reunite_answered(ctx, from, target, nodes)
             }

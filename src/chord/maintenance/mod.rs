@@ -493,20 +493,21 @@ impl Maintenance {
         if ctx.now < self.own_place_check_at {
             return;
         }
+        // Backing off whatever the answer (none at all included): only a closer node resets it.
         let base = ctx.cfg.stabilize_interval_ms;
-        self.own_place_wait_ms = self
+        let wait = self
             .own_place_wait_ms
             .clamp(base, OWN_PLACE_BACKOFF_MAX * base);
-        self.own_place_check_at = ctx.now + self.own_place_wait_ms;
+        self.own_place_check_at = ctx.now + wait;
+        self.own_place_wait_ms = wait * 2;
         let me = ctx.ring.me.id;
         if self.spend(ctx) {
             let _ = routing::find(ctx, &mut self.requests, (me, false), 0, Rpc::Shortcut);
         }
     }
 
-    /// The lookup of our own id answered: a node closer than our successor is probed as one (and
-    /// the checks of [`Self::check_own_place`] come at their fastest again); our successor or we
-    /// ourselves named make them back off.
+    /// The lookup of our own id answered: a node closer than our successor is probed as one, and
+    /// the checks of [`Self::check_own_place`] come at their fastest again.
     fn shortcut_answered(
         &mut self,
         ctx: &mut Ctx,
@@ -526,8 +527,6 @@ impl Maintenance {
         if closer {
             self.own_place_wait_ms = 0;
             self.probe_if_closer(ctx, nodes[0], Origin::Hint);
-        } else {
-            self.own_place_wait_ms *= 2;
         }
     }
 

@@ -379,6 +379,14 @@ impl<T> Requests<T> {
         ids.into_iter().filter_map(|r| self.take(ctx, r)).collect()
     }
 
+    /// The entry for `request` if it went to `peer`.
+    pub fn sent_to(&self, request: u64, peer: SocketAddr) -> Option<&T> {
+        self.open
+            .get(&request)
+            .filter(|o| o.peer == Some(peer))
+            .map(|o| &o.what)
+    }
+
     /// Is a request `matching` outstanding?
     pub fn any(&self, matching: impl Fn(&T) -> bool) -> bool {
         self.open.values().any(|o| matching(&o.what))

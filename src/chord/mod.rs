@@ -228,7 +228,10 @@ impl Node {
                 };
                 routing::on_peer_find(ctx, from, find)
             }
-            PeerMsg::FindTaken => routing::on_find_taken(ctx, from, request),
+            PeerMsg::FindTaken => {
+                routing::on_find_taken(ctx, from, request);
+                self.maintenance.on_find_taken(ctx, from, request);
+            }
             PeerMsg::PredecessorGet => self.maintenance.on_predecessor_get(ctx, from, request),
             PeerMsg::PredecessorsGet => self.maintenance.on_predecessors_get(ctx, from, request),
             PeerMsg::PredecessorSet { node } => self.maintenance.on_notify(ctx, from, node),

@@ -161,8 +161,13 @@ pub(super) fn on_peer_find(ctx: &mut Ctx, from: SocketAddr, find: Find) {
         ctx.stats.finds_repeated += 1;
         return ctx.send(from, find.request, PeerMsg::FindTaken);
     }
-    // Outside a ring the find is dropped: no FIND TAKEN, so that the sender reroutes it.
+    // Outside a ring the find is dropped: no FIND TAKEN, so that a sender forwarding it reroutes
+    // it; but a newcomer asking us first (hops 0) learns that we live (we are joining ourselves),
+    // and keeps asking at its normal pace rather than backing off as from a dead contact.
     if !ctx.joined {
+        if find.hops == 0 {
+            ctx.send(from, find.request, PeerMsg::FindTaken);
+        }
         return;
     }
     ctx.send(from, find.request, PeerMsg::FindTaken);
@@ -528,9 +533,17 @@ mod tests {
         assert_eq!(ctx.poll_output(), Some(Output::Transmit(again)));
         assert!(ctx.poll_output().is_none());
         assert_eq!(ctx.stats.finds_repeated, 1);
-        // Outside a ring a find is dropped unacknowledged: the sender reroutes it.
+        // Outside a ring a find is dropped unacknowledged (the sender reroutes it), unless we are
+        // its first hop: the asker then knows we live.
         ctx.joined = false;
         on_peer_find(&mut ctx, peer(2).addr, find(141, false));
+        assert!(ctx.poll_output().is_none());
+        let first = Find {
+            hops: 0,
+            ..find(142, false)
+        };
+        on_peer_find(&mut ctx, peer(2).addr, first);
+        assert_eq!(ctx.poll_output(), Some(Output::Transmit(ack)));
         assert!(ctx.poll_output().is_none());
     }
 

@@ -47,12 +47,11 @@ const WALK_STEPS_BEFORE_SHORTCUT: u32 = 3;
 /// The longest pause between two lookups of our own id ([`Maintenance::check_own_place`]), in
 /// stabilize periods.
 const OWN_PLACE_BACKOFF_MAX: u64 = 64;
-/// How long (in request timeouts) a joiner retries at the normal pace (a contact may itself still
-/// be joining: 4096 nodes joining within 5 s, each through one added before it, wait up to about
-/// 20 s for their contacts; with 30 the stragglers backed off and the ring formed 54 s after the
-/// last join, with 120 in 24.5 s); after it the pause doubles per failed pass over the candidates,
-/// up to [`JOIN_BACKOFF_MAX_MS`].
-const JOIN_PATIENCE_TIMEOUTS: u64 = 120;
+/// How long (in request timeouts) a joiner retries at the normal pace after its contact last said
+/// FIND TAKEN (a contact still joining itself says so, then drops the find: 4096 nodes joining
+/// within 5 s, each through one added before it, wait up to about 20 s for their contacts);
+/// after it the pause doubles per failed pass over the candidates, up to [`JOIN_BACKOFF_MAX_MS`].
+const JOIN_PATIENCE_TIMEOUTS: u64 = 30;
 /// The longest pause between join attempts: a dead contact is asked once a minute.
 const JOIN_BACKOFF_MAX_MS: u64 = 60_000;
 /// What a maintenance request waits for.
@@ -355,6 +354,19 @@ impl Maintenance {
             (base << passes.min(16)).min(JOIN_BACKOFF_MAX_MS)
         };
         ctx.schedule(Periodic::Join, wait);
+    }
+
+    /// FIND TAKEN for our join's lookup: the contact lives (it may be joining itself, and drop the
+    /// find), so the patience starts again: we keep asking at the normal pace rather than backing
+    /// off as from a dead contact.
+    pub fn on_find_taken(&mut self, ctx: &mut Ctx, from: SocketAddr, request: u64) {
+        let joining = matches!(
+            self.requests.sent_to(request, from),
+            Some(Rpc::Join | Rpc::SlotFind { .. })
+        );
+        if joining && !ctx.joined {
+            self.join_started = ctx.now;
+        }
     }
 
     fn joined_via(&mut self, ctx: &mut Ctx, nodes: Vec<Peer>) {

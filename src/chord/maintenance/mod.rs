@@ -424,6 +424,10 @@ impl Maintenance {
         for (i, p) in tables.fingers {
             ctx.ring.set_finger(i, p);
         }
+        // Our place is the oracle's: the checks of it start backed off all the way.
+        let longest = OWN_PLACE_BACKOFF_MAX * ctx.cfg.stabilize_interval_ms;
+        self.own_place_wait_ms = longest;
+        self.own_place_check_at = ctx.now + longest;
     }
 
     // ----- stabilize -----
@@ -518,27 +522,18 @@ impl Maintenance {
         }
     }
 
-    /// The lookup of our own id answered: a node closer than our successor is probed as one, and
-    /// the checks of [`Self::check_own_place`] come at their fastest again.
-    fn shortcut_answered(
-        &mut self,
-        ctx: &mut Ctx,
-        from: SocketAddr,
-        found: (Id, u8),
-        nodes: Vec<Peer>,
-    ) {
+    /// A lookup of our own id ([`Rpc::Shortcut`]) named `owner`: a node closer than our successor
+    /// is probed as one, and the checks of [`Self::check_own_place`] come at their fastest again.
+    fn successor_found(&mut self, ctx: &mut Ctx, owner: Peer) {
         let me = ctx.ring.me.id;
-        if found.0 != me || !routing::found(ctx, from, found, &nodes) {
-            return;
-        }
         let closer = ctx
             .ring
             .succs()
             .first()
-            .is_some_and(|s| in_open(&nodes[0].id, &me, &s.id));
+            .is_some_and(|s| in_open(&owner.id, &me, &s.id));
         if closer {
             self.own_place_wait_ms = 0;
-            self.probe_if_closer(ctx, nodes[0], Origin::Hint);
+            self.probe_if_closer(ctx, owner, Origin::Hint);
         }
     }
 
@@ -857,7 +852,7 @@ impl Maintenance {
         };
         match (what, msg) {
             (
-                what @ (Rpc::Join | Rpc::Finger(_)),
+                what @ (Rpc::Join | Rpc::Finger(_) | Rpc::Shortcut),
                 PeerMsg::PeerFound {
                     target,
                     hops,
@@ -879,14 +874,6 @@ impl Maintenance {
             (Rpc::MovePred { slot, succ }, PeerMsg::PredecessorReply { pred, .. }) => {
                 self.move_checked(ctx, slot, pred, succ)
             }
-            (
-                Rpc::Shortcut,
-                PeerMsg::PeerFound {
-                    target,
-                    hops,
-                    nodes,
-                },
-            ) => self.shortcut_answered(ctx, from, (target, hops), nodes),
             (Rpc::Reunite, PeerMsg::PeerFound { target, nodes, .. }) => {
                 self.reunite_answered(ctx, from, target, nodes)
             }
@@ -952,6 +939,7 @@ impl Maintenance {
         }
         match what {
             Rpc::Finger(i) => self.finger_found(ctx, i, nodes[0]),
+            Rpc::Shortcut => self.successor_found(ctx, nodes[0]),
             _ => self.joined_via(ctx, nodes),
         }
     }

@@ -100,7 +100,7 @@ pub struct Stats {
     /// Forwarded PEER FINDs whose next hop sent no FIND TAKEN within the per-hop timeout (each
     /// then rerouted or given up, and counted there too).
     pub finds_hop_timeouts: u64,
-    /// PEER FINDs that reached us again (a duplicate or a loop), dropped.
+    /// PEER FINDs that reached us again with the same hop count (copies), dropped.
     pub finds_repeated: u64,
 }
 

@@ -155,12 +155,6 @@ pub(super) fn answer_read(ctx: &mut Ctx, find: Find, value: Option<Bytes>) {
 /// joined in between: then it goes back to that node, again as the last hop. The forward is
 /// remembered, to go on by another hop should this one be unreachable or silent.
 pub(super) fn on_peer_find(ctx: &mut Ctx, from: SocketAddr, find: Find) {
-    // A find seen before (a duplicate, or one going round a loop) is taken, so that its sender
-    // does not send it on elsewhere too, and dropped.
-    if ctx.forwards.repeated(&find) {
-        ctx.stats.finds_repeated += 1;
-        return ctx.send(from, find.request, PeerMsg::FindTaken);
-    }
     // Outside a ring the find is dropped: no FIND TAKEN, so that a sender forwarding it reroutes
     // it; but a newcomer asking us first (hops 0) learns that we live (we are joining ourselves),
     // and keeps asking at its normal pace rather than backing off as from a dead contact.
@@ -171,6 +165,12 @@ pub(super) fn on_peer_find(ctx: &mut Ctx, from: SocketAddr, find: Find) {
         return;
     }
     ctx.send(from, find.request, PeerMsg::FindTaken);
+    // A copy of a find we handled (same hop count: made by a spurious hop timeout) is taken, so
+    // that its sender does not send it on elsewhere too, and dropped.
+    if ctx.forwards.repeated(&find) {
+        ctx.stats.finds_repeated += 1;
+        return;
+    }
     handle(ctx, find, Vec::new());
 }
 
@@ -524,7 +524,7 @@ mod tests {
             frame: Frame::new(77, PeerMsg::FindTaken),
         };
         assert_eq!(out, vec![ack.clone(), peer_find(150, 140, 3, true)]);
-        // The same find again (a duplicate, or round a loop): taken, not sent on.
+        // The same find again, with the same hop count (a copy): taken, not sent on.
         on_peer_find(&mut ctx, peer(3).addr, find(140, false));
         let again = Transmit {
             to: peer(3).addr,

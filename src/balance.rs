@@ -328,6 +328,46 @@ pub fn invite(
     best.map(|(_, i)| i)
 }
 
+/// A node whose store holds this share of its quota (percent) or more is near full: it says so in
+/// INFO, and with rebalancing on it invites a spare slot's holder into the middle of its bytes.
+pub const FULL_PERCENT: u8 = 75;
+/// An invited node moves to split a full node's bytes only when its own store is at most this
+/// share of the inviter's fill: it takes about half of them, and its own go to its successor.
+pub const SPLIT_ROOM_DIVISOR: u8 = 3;
+/// An invited node moves for a wide range only when its store is at most this many points fuller
+/// than the inviter's: a node in a hot spot stays, or its bytes would pile up on its successor.
+pub const FILL_SLACK_PERCENT: u8 = 10;
+
+/// Does an invited node whose store is `own_fill` percent full consider a move into the range of
+/// a node whose store is `inviter_fill` percent full? (It still checks the move itself.)
+pub fn takes_invitation(inviter_fill: u8, own_fill: u8) -> bool {
+    if inviter_fill >= FULL_PERCENT {
+        own_fill <= inviter_fill / SPLIT_ROOM_DIVISOR
+    } else {
+        own_fill <= inviter_fill.saturating_add(FILL_SLACK_PERCENT)
+    }
+}
+
+/// Which spare slot in our range `(pred, me]` to invite its holder to when our store is nearly full
+/// (a hot range, not a wide one): the one nearest `middle`, the key below which half the bytes we
+/// hold as the responsible node lie, so the newcomer takes about half of them. The holder's own
+/// range does not count here: the invited node checks its own store instead.
+pub fn invite_to_split(pred: &Id, me: &Id, middle: &Id, spares: &[Spare]) -> Option<usize> {
+    if pred == me {
+        return None;
+    }
+    let half = arc_fraction(pred, middle);
+    spares
+        .iter()
+        .enumerate()
+        .filter(|(_, sp)| {
+            crate::id::in_open(&sp.id, pred, me) && sp.holder != sp.id && sp.holder != *me
+        })
+        .map(|(i, sp)| ((arc_fraction(pred, &sp.id) - half).abs(), i))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, i)| i)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,5 +551,41 @@ mod tests {
         let cand = cand(3, at(7, 16), c, me);
         assert_eq!(best_move(1.0, &b, &a, &c, &[cand]), Some(3));
         assert_eq!(best_move(30.0, &b, &a, &c, &[cand]), None);
+    }
+
+    #[test]
+    fn a_full_node_invites_the_spare_nearest_the_middle_of_its_bytes() {
+        // I own (1/8, 3/4]; half my bytes lie below 5/8 (a hot spot near my end).
+        let (a, b, c, me) = (at(0, 1), at(1, 16), at(1, 8), at(3, 4));
+        let spare = |id, holder| Spare {
+            id,
+            holder,
+            holder_pred: a,
+            holder_succ: c,
+        };
+        let spares = [
+            spare(at(1, 4), a),
+            spare(at(9, 16), b),
+            spare(at(7, 8), b), // outside my range
+            spare(c, c),        // an id its holder already has
+        ];
+        assert_eq!(invite_to_split(&c, &me, &at(5, 8), &spares), Some(1));
+        // The middle near my range's start: the spare at 1/4 is nearer.
+        assert_eq!(invite_to_split(&c, &me, &at(3, 16), &spares), Some(0));
+        assert_eq!(invite_to_split(&c, &me, &at(5, 8), &spares[2..]), None);
+        // Alone on the ring: nobody to invite.
+        assert_eq!(invite_to_split(&me, &me, &at(5, 8), &spares), None);
+    }
+
+    #[test]
+    fn an_invited_node_weighs_its_store_against_the_inviters() {
+        // A wide range: moves unless its own store is much fuller.
+        assert!(takes_invitation(0, 0));
+        assert!(takes_invitation(30, 40));
+        assert!(!takes_invitation(30, 41));
+        // A full store: only a node with room for half of it.
+        assert!(takes_invitation(90, 30));
+        assert!(!takes_invitation(90, 31));
+        assert!(!takes_invitation(75, 26));
     }
 }

@@ -302,6 +302,19 @@ fn ring(mut p: lexopt::Parser) -> Res {
         )?;
     }
     writeln!(out, "{} nodes", nodes.len())?;
+    let full: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.bytes_stored * 100 >= n.bytes_max * u64::from(balance::FULL_PERCENT))
+        .map(|n| n.node.addr.to_string())
+        .collect();
+    if !full.is_empty() {
+        writeln!(
+            out,
+            "near full ({}% of the quota or more): {}",
+            balance::FULL_PERCENT,
+            full.join(", ")
+        )?;
+    }
     write_balance(&mut out, &nodes)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -141,10 +141,12 @@ pub enum PeerMsg {
         pred: Id,
         succ: Id,
     },
-    /// "Move to your slot `slot`: its id lies in my range" (rebalancing). The receiver checks the
-    /// move itself. No answer.
+    /// "Move to your slot `slot`: its id lies in my range" (rebalancing), with how full the
+    /// sender's store is (`fill`, percent of its quota, 0–100): a nearly full sender asks for its
+    /// bytes to be split. The receiver checks the move itself. No answer.
     Invite {
         slot: u8,
+        fill: u8,
     },
     /// "I may be your predecessor" (Chord's notify; the receiver rectifies).
     PredecessorSet {

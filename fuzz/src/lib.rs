@@ -514,7 +514,10 @@ impl World {
                 pred: self.id(s),
                 succ: self.id(s),
             },
-            21 => PeerMsg::Invite { slot: s.u8() % 10 },
+            21 => PeerMsg::Invite {
+                slot: s.u8() % 10,
+                fill: s.u8() % 101,
+            },
             // Last, so the corpus's earlier choices keep their meaning.
             23 => PeerMsg::FindTaken,
             _ => PeerMsg::InfoReply(Box::new(NodeInfo {

@@ -242,7 +242,11 @@ impl Node {
             PeerMsg::Spare { holder, pred, succ } => {
                 self.maintenance.on_spare(ctx, from, holder, (pred, succ))
             }
-            PeerMsg::Invite { slot } => self.maintenance.on_invite(ctx, from, slot),
+            PeerMsg::Invite { slot, fill } => {
+                let own_fill = self.values.fill_percent(ctx);
+                self.maintenance
+                    .on_invite(ctx, from, (slot, fill), own_fill)
+            }
             PeerMsg::Leave(departure) => self.maintenance.on_leave(ctx, from, *departure),
             msg @ (PeerMsg::StorageGet { .. } | PeerMsg::StoragePut { .. }) => {
                 self.values.on_request(ctx, from, request, msg)
@@ -308,6 +312,10 @@ impl Node {
                 // and have the LEAVE'd identity adopted again.
                 _ if self.ctx.leaving => {}
                 Periodic::Repair => self.repair.on_timer(&mut self.ctx, &self.values),
+                Periodic::Rebalance => {
+                    let load = self.values.load(&self.ctx);
+                    self.maintenance.on_rebalance_timer(&mut self.ctx, load)
+                }
                 _ => self.maintenance.on_timer(&mut self.ctx, timer),
             }
         }

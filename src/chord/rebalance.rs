@@ -26,6 +26,15 @@ pub const MOVE_EVERY: u64 = 3;
 /// The policy: invite when our range is above the mean we estimate; a move must lower the sum of
 /// squared ranges more than the holder's leaving raises it.
 pub const POLICY: Rebalance = Rebalance::DEFAULT;
+/// How full our store is, as the rebalancing timer sees it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreLoad {
+    /// Stored bytes in percent of the quota (0–100).
+    pub fill_percent: u8,
+    /// When near full: the key below which half the bytes we hold as the responsible node lie,
+    /// if those are a fair share of what we store (else splitting our range would not relieve us).
+    pub middle: Option<Id>,
+}
 
 struct Registration {
     holder: Peer,
@@ -81,10 +90,34 @@ impl Spares {
     /// The holder to invite, and to which of its slots, when our range `(pred, me]` is above
     /// `mean` and one of the registrations in it would be a gain ([`balance::invite`]).
     pub fn invitation(&mut self, pred: &Id, me: &Id, mean: f64, now: Time) -> Option<(Peer, u8)> {
+        self.take(now, |spares| {
+            balance::invite(&POLICY, pred, me, mean, spares)
+        })
+    }
+
+    /// The holder to invite into the middle of our bytes when our store is near full
+    /// ([`balance::invite_to_split`]).
+    pub fn invitation_to_split(
+        &mut self,
+        pred: &Id,
+        me: &Id,
+        middle: &Id,
+        now: Time,
+    ) -> Option<(Peer, u8)> {
+        self.take(now, |spares| {
+            balance::invite_to_split(pred, me, middle, spares)
+        })
+    }
+
+    /// Drops lapsed registrations, then removes and returns the one `pick` chooses.
+    fn take(
+        &mut self,
+        now: Time,
+        pick: impl FnOnce(&[Spare]) -> Option<usize>,
+    ) -> Option<(Peer, u8)> {
         self.held.retain(|r| r.expires > now);
         let spares: Vec<Spare> = self.held.iter().map(|r| r.spare).collect();
-        let i = balance::invite(&POLICY, pred, me, mean, &spares)?;
-        let chosen = self.held.remove(i);
+        let chosen = self.held.remove(pick(&spares)?);
         Some((chosen.holder, chosen.slot))
     }
 

@@ -6,6 +6,8 @@
 use super::admission::{self, Refusal, StoreBuckets};
 use super::arena::ValueArena;
 use super::context::{Ctx, Part, Requests};
+use super::rebalance::StoreLoad;
+use crate::balance;
 use crate::id::{Id, Key, shared_by_the_host};
 use crate::msg::{COPY_FLAG, FailureReason, NodeInfo, Peer, PeerMsg};
 use crate::storage::{Storage, StoreError, Stored, Writer};
@@ -50,6 +52,12 @@ pub(super) struct Values {
     /// The writer id of each peer IP whose writes we store (bounded by `WRITERS_MAX`).
     writer_ids: BTreeMap<IpAddr, u16>,
 }
+
+/// A nearly full node invites a newcomer into its range only when at least 1/this of its bytes are
+/// its own range's: copies of its predecessors' ranges do not leave when its own range is split.
+/// (A hot range held with r copies needs r newcomers in it before its owner sheds bytes, each at
+/// the middle of what the owner still holds: its share falls to 1/2^(r−1) before the last; r = 4.)
+const PRIMARY_SHARE_MIN: usize = 8;
 
 /// Peer IPs with a writer id (and a share) of their own.
 const WRITERS_MAX: u16 = 4095;
@@ -411,6 +419,38 @@ impl Values {
 
     pub fn on_unreachable(&mut self, ctx: &mut Ctx, peer: SocketAddr) {
         self.copies.take_to(ctx, peer);
+    }
+
+    /// Stored bytes in percent of the quota.
+    pub fn fill_percent(&self, ctx: &Ctx) -> u8 {
+        let used = self.storage.bytes_used().saturating_mul(100);
+        (used / ctx.cfg.storage_bytes_max.max(1)).min(100) as u8
+    }
+
+    /// How full the store is for rebalancing; when near full, the middle of the bytes we hold as
+    /// the responsible node (a walk of our range), if they are a fair share of what we store.
+    pub fn load(&self, ctx: &Ctx) -> StoreLoad {
+        let used = self.storage.bytes_used();
+        let fill_percent = self.fill_percent(ctx);
+        let middle = match ctx.ring.pred {
+            Some(pred) if fill_percent >= balance::FULL_PERCENT => {
+                let ours = || self.storage.range(pred.id, ctx.ring.me.id, ctx.now);
+                let primary: usize = ours().map(|(_, s)| s.value.len()).sum();
+                let mut below = 0;
+                ours()
+                    .find(|(_, s)| {
+                        below += s.value.len();
+                        below * 2 >= primary
+                    })
+                    .map(|(key, _)| key)
+                    .filter(|_| primary * PRIMARY_SHARE_MIN >= used)
+            }
+            _ => None,
+        };
+        StoreLoad {
+            fill_percent,
+            middle,
+        }
     }
 
     /// The operator view (INFO REPLY).

@@ -147,7 +147,10 @@ fn encode_body(msg: &PeerMsg, out: &mut BytesMut) {
             out.put_slice(&pred.0);
             out.put_slice(&succ.0);
         }
-        PeerMsg::Invite { slot } => out.put_u8(*slot),
+        PeerMsg::Invite { slot, fill } => {
+            out.put_u8(*slot);
+            out.put_u8(*fill);
+        }
         PeerMsg::PredecessorReply { pred, succs } => put_pred_succs(out, pred, succs),
         PeerMsg::InfoReply(i) => {
             put_peer(out, &i.node);
@@ -366,6 +369,7 @@ fn decode_body(msg_type: u16, mut b: BytesMut) -> Result<PeerMsg, P2pError> {
         },
         INVITE => PeerMsg::Invite {
             slot: take_u8(&mut b).ok_or(bad.clone())?,
+            fill: take_u8(&mut b).filter(|f| *f <= 100).ok_or(bad.clone())?,
         },
         PING => PeerMsg::Ping,
         PONG => PeerMsg::Pong,
@@ -592,7 +596,7 @@ mod tests {
                 pred: k,
                 succ: Id([3; 32]),
             },
-            PeerMsg::Invite { slot: 7 },
+            PeerMsg::Invite { slot: 7, fill: 80 },
             PeerMsg::Predecessors { preds: vec![] },
             PeerMsg::Predecessors {
                 preds: vec![peer(4, 4), peer(5, 5)],
@@ -749,6 +753,13 @@ mod tests {
             Err(P2pError::Malformed {
                 msg_type: STORAGE_GET
             })
+        );
+        // A fill above 100 % is no fill.
+        let mut overfull = header(MAGIC, 20, INVITE);
+        overfull.put_slice(&[1, 101]);
+        assert_eq!(
+            decode_frame(&mut overfull, MAX),
+            Err(P2pError::Malformed { msg_type: INVITE })
         );
         let mut trailing = header(MAGIC, 19, PING);
         trailing.put_u8(0);

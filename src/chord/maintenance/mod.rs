@@ -80,8 +80,13 @@ enum Rpc {
     SlotPred { slot: u8, succ: Peer },
     /// Rebalancing: PEER FIND for one of our spare slot ids, to register it with its owner.
     SpareFind { slot: u8 },
-    /// Invited to a slot: PEER FIND for its id (where does it land now?) ...
-    MoveFind { slot: u8 },
+    /// Invited to a slot: PEER FIND for its id (where does it land now?) ... When a nearly full
+    /// node invited us to split its bytes (`split_for`, its address), the slot id must still land
+    /// in its range, and we move at once.
+    MoveFind {
+        slot: u8,
+        split_for: Option<SocketAddr>,
+    },
     /// ... and PREDECESSOR GET to the node found.
     MovePred { slot: u8, succ: Peer },
     /// PREDECESSORS GET to the predecessor (periodic): does it live, and who precedes it?
@@ -248,10 +253,7 @@ impl Maintenance {
                 let base = ctx.cfg.check_predecessor_interval_ms;
                 ctx.schedule(Periodic::CheckPredecessor, base);
             }
-            Periodic::Rebalance => {
-                self.rebalance(ctx);
-                ctx.schedule(Periodic::Rebalance, ctx.cfg.rebalance_interval_ms);
-            }
+            Periodic::Rebalance => unreachable!("the shell's: it needs the store's load"),
             Periodic::Repair => unreachable!("repair's timer"),
         }
     }
@@ -868,8 +870,8 @@ impl Maintenance {
             (Rpc::SpareFind { slot }, PeerMsg::PeerFound { target, nodes, .. }) => {
                 self.spare_found(ctx, from, slot, (target, nodes))
             }
-            (Rpc::MoveFind { slot }, PeerMsg::PeerFound { target, nodes, .. }) => {
-                self.move_found(ctx, from, slot, (target, nodes))
+            (Rpc::MoveFind { slot, split_for }, PeerMsg::PeerFound { target, nodes, .. }) => {
+                self.move_found(ctx, from, (slot, split_for), (target, nodes))
             }
             (Rpc::MovePred { slot, succ }, PeerMsg::PredecessorReply { pred, .. }) => {
                 self.move_checked(ctx, slot, pred, succ)

@@ -6,7 +6,7 @@ use super::{CONTACTS_MAX, Maintenance, Rpc, SlotChoice, log_refused};
 use crate::balance::{self, Candidate};
 use crate::chord::context::{Ctx, RingEvent};
 use crate::chord::lost::LostPeers;
-use crate::chord::rebalance::{self, Spares};
+use crate::chord::rebalance::{self, Spares, StoreLoad};
 use crate::chord::ring::Ring;
 use crate::chord::routing;
 use crate::chord::timers::Periodic;
@@ -146,7 +146,12 @@ impl Maintenance {
     /// cost six times the ring's maintenance traffic; that node as last looked up, see
     /// [`SPARE_DIRECT_PER_LOOKUP`]), and, with a range above the mean we estimate, invite the
     /// registered node whose move evens the ring most.
-    pub(super) fn rebalance(&mut self, ctx: &mut Ctx) {
+    pub fn on_rebalance_timer(&mut self, ctx: &mut Ctx, load: StoreLoad) {
+        self.rebalance(ctx, load);
+        ctx.schedule(Periodic::Rebalance, ctx.cfg.rebalance_interval_ms);
+    }
+
+    fn rebalance(&mut self, ctx: &mut Ctx, load: StoreLoad) {
         if !ctx.joined || ctx.leaving || ctx.ring.succs().is_empty() {
             return;
         }
@@ -176,19 +181,29 @@ impl Maintenance {
         let Some(pred) = ctx.ring.pred else {
             return;
         };
+        let fill = load.fill_percent;
         let succ_ids: Vec<Id> = ctx.ring.succs().iter().map(|p| p.id).collect();
-        let Some(mean) = balance::mean_arc_estimate(&me.id, &succ_ids) else {
-            return;
+        let wide = balance::mean_arc_estimate(&me.id, &succ_ids).and_then(|mean| {
+            let (holder, slot) = self.spares.invitation(&pred.id, &me.id, mean, ctx.now)?;
+            let times = balance::arc_fraction(&pred.id, &me.id) / mean;
+            Some((holder, slot, format!("our range is {times:.1}x the mean")))
+        });
+        // A wide range is split where the range is; a hot one where its bytes are.
+        let hot = || {
+            let middle = load.middle?;
+            let (holder, slot) = self
+                .spares
+                .invitation_to_split(&pred.id, &me.id, &middle, ctx.now)?;
+            Some((holder, slot, format!("our store is {fill}% full")))
         };
-        if let Some((holder, slot)) = self.spares.invitation(&pred.id, &me.id, mean, ctx.now) {
+        if let Some((holder, slot, why)) = wide.or_else(hot) {
             log::info!(
-                "[{}] invites {} to its slot {slot} in our range (ours is {:.1}x the mean)",
+                "[{}] invites {} to its slot {slot} in our range ({why})",
                 ctx.short(),
                 holder.addr,
-                balance::arc_fraction(&pred.id, &me.id) / mean
             );
             ctx.stats.rebalance_invitations += 1;
-            ctx.send(holder.addr, 0, PeerMsg::Invite { slot });
+            ctx.send(holder.addr, 0, PeerMsg::Invite { slot, fill });
         }
     }
 
@@ -225,7 +240,12 @@ impl Maintenance {
     }
 
     /// INVITE: look up where that slot id of ours lands now, unless we moved lately (or may not).
-    pub fn on_invite(&mut self, ctx: &mut Ctx, from: SocketAddr, slot: u8) {
+    /// Only when our store (`own_fill` percent full) is not much fuller than the inviter's, or,
+    /// invited by a nearly full node, has room for about half of its bytes
+    /// ([`balance::takes_invitation`]).
+    pub fn on_invite(&mut self, ctx: &mut Ctx, from: SocketAddr, invite: (u8, u8), own_fill: u8) {
+        let (slot, fill) = invite;
+        let split = fill >= balance::FULL_PERCENT;
         let me = ctx.ring.me;
         let period = ctx.cfg.rebalance_interval_ms;
         let rested = self
@@ -243,6 +263,7 @@ impl Maintenance {
             || ctx.leaving
             || slot >= ctx.cfg.id_slots_per_ip
             || id == me.id
+            || !balance::takes_invitation(fill, own_fill)
         {
             return log::debug!(
                 "[{}] invitation from {from} to slot {slot} declined",
@@ -254,7 +275,10 @@ impl Maintenance {
             &mut self.requests,
             (id, false),
             0,
-            Rpc::MoveFind { slot },
+            Rpc::MoveFind {
+                slot,
+                split_for: split.then_some(from),
+            },
         );
     }
 
@@ -262,12 +286,24 @@ impl Maintenance {
         &mut self,
         ctx: &mut Ctx,
         from: SocketAddr,
-        slot: u8,
+        invited: (u8, Option<SocketAddr>),
         found: (Id, Vec<Peer>),
     ) {
-        if let Some(owner) = slot_owner(ctx, from, slot, found) {
-            let what = Rpc::MovePred { slot, succ: owner };
-            self.ask(ctx, from, PeerMsg::PredecessorGet, what);
+        let (slot, split_for) = invited;
+        let Some(owner) = slot_owner(ctx, from, slot, found) else {
+            return;
+        };
+        match split_for {
+            // Splitting a full node's bytes: the slot must still lie in its range.
+            Some(inviter) if owner.addr == inviter => ctx.publish(RingEvent::Move {
+                slot,
+                via: owner.addr,
+            }),
+            Some(_) => log::debug!("[{}] slot {slot} left the full node's range", ctx.short()),
+            None => {
+                let what = Rpc::MovePred { slot, succ: owner };
+                self.ask(ctx, from, PeerMsg::PredecessorGet, what);
+            }
         }
     }
 

@@ -1,0 +1,103 @@
+//! Balance by bytes (issue 11) on real nodes: a ring whose values crowd into one node's range
+//! (a hot spot, not a wide range) fills that node towards its quota; with rebalancing on, the
+//! nearly full node invites a node with room into the middle of its bytes, and every value stays
+//! readable.
+
+mod common;
+
+use common::wait_until;
+use std::time::Duration;
+use voidphone_dht::balance::{FULL_PERCENT, arc_fraction};
+use voidphone_dht::client::{self, ApiClient, NodeInfo};
+use voidphone_dht::id::{Id, Key, in_open};
+use voidphone_dht::reactor::RunningNode;
+use voidphone_dht::testnet::loopback_config;
+
+const NODES: usize = 8;
+const QUOTA: usize = 400_000;
+const VALUE_BYTES: usize = 4000;
+/// About 81 % of the quota in one node's range.
+const HOT_VALUES: usize = 80;
+const CONVERGE: Duration = Duration::from_secs(60);
+
+fn walk(start: std::net::SocketAddr) -> Vec<NodeInfo> {
+    client::walk_ring(start, 2 * NODES, Duration::from_secs(1)).unwrap_or_default()
+}
+
+fn fill(n: &NodeInfo) -> u64 {
+    n.bytes_stored * 100 / n.bytes_max.max(1)
+}
+
+/// Random keys in `(pred, owner)`.
+fn keys_in(pred: &Id, owner: &Id, count: usize) -> Vec<Key> {
+    (0u64..)
+        .map(|i| Id::hash(&i.to_be_bytes()))
+        .filter(|k| in_open(k, pred, owner))
+        .take(count)
+        .collect()
+}
+
+#[test]
+fn a_nearly_full_node_has_its_bytes_split_and_nothing_is_lost() {
+    let config = |bootstrap| {
+        let mut cfg = loopback_config(bootstrap);
+        cfg.node.id_slot = None;
+        cfg.node.rebalance_interval_ms = 200;
+        cfg.node.storage_bytes_max = QUOTA;
+        // One writer (the node that took the client's PUT) may fill the whole store.
+        cfg.node.storage_share_per_peer = 1.0;
+        cfg
+    };
+    let first = RunningNode::spawn(&config(Vec::new()), 901).unwrap();
+    let boot = vec![first.p2p];
+    let mut nodes = vec![first];
+    for i in 1..NODES as u64 {
+        nodes.push(RunningNode::spawn(&config(boot.clone()), 901 + i).unwrap());
+        wait_until(CONVERGE, &format!("ring of {}", nodes.len()), || {
+            walk(nodes[0].p2p).len() == nodes.len()
+        });
+    }
+    // The hot node: the one with the narrowest range, which no invitation for a wide range comes
+    // from; the values go into its range.
+    let ring = walk(nodes[0].p2p);
+    let range = |n: &NodeInfo| n.pred.map_or(1.0, |p| arc_fraction(&p.id, &n.node.id));
+    let hot = ring
+        .iter()
+        .min_by(|a, b| range(a).total_cmp(&range(b)))
+        .unwrap();
+    let (hot_addr, pred) = (hot.node.addr, hot.pred.unwrap().id);
+    let keys = keys_in(&pred, &hot.node.id, HOT_VALUES);
+    let value = |k: &Key| {
+        let mut v = k.0.repeat(VALUE_BYTES / 32);
+        v.truncate(VALUE_BYTES);
+        v
+    };
+    let mut c = ApiClient::connect(nodes[1].api).unwrap();
+    for k in &keys {
+        c.put(*k, &value(k), 600, 3).unwrap();
+    }
+    let info = |addr| client::node_info(addr, Duration::from_secs(1));
+    let mut before = 0;
+    wait_until(CONVERGE, "the hot node near full", || {
+        before = info(hot_addr).map_or(0, |i| fill(&i));
+        before >= u64::from(FULL_PERCENT)
+    });
+    // A node moved into the hot range: the hot node is responsible for at most half its values.
+    let mut primary = HOT_VALUES as u32;
+    wait_until(CONVERGE, "the hot node's values split", || {
+        primary = info(hot_addr).map_or(primary, |i| i.values_primary);
+        primary as usize <= HOT_VALUES / 2
+    });
+    let fills: Vec<u64> = walk(nodes[0].p2p).iter().map(fill).collect();
+    eprintln!(
+        "hot node {before}% full, responsible for {HOT_VALUES} values; then for {primary}; fills {fills:?}"
+    );
+    // Every value is still there, through every node.
+    for node in &nodes {
+        let mut c = ApiClient::connect(node.api).unwrap();
+        for k in &keys {
+            let got = c.get(*k).unwrap();
+            assert_eq!(got.as_deref(), Some(&value(k)[..]), "key {}", k.short());
+        }
+    }
+}

@@ -302,21 +302,27 @@ fn ring(mut p: lexopt::Parser) -> Res {
         )?;
     }
     writeln!(out, "{} nodes", nodes.len())?;
+    write_near_full(&mut out, &nodes)?;
+    write_balance(&mut out, &nodes)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The nodes whose stores are nearly full (they invite nodes into their ranges when rebalancing).
+fn write_near_full(out: &mut impl Write, nodes: &[client::NodeInfo]) -> std::io::Result<()> {
     let full: Vec<String> = nodes
         .iter()
         .filter(|n| n.bytes_stored * 100 >= n.bytes_max * u64::from(balance::FULL_PERCENT))
         .map(|n| n.node.addr.to_string())
         .collect();
-    if !full.is_empty() {
-        writeln!(
-            out,
-            "near full ({}% of the quota or more): {}",
-            balance::FULL_PERCENT,
-            full.join(", ")
-        )?;
+    if full.is_empty() {
+        return Ok(());
     }
-    write_balance(&mut out, &nodes)?;
-    Ok(ExitCode::SUCCESS)
+    writeln!(
+        out,
+        "near full ({}% of the quota or more): {}",
+        balance::FULL_PERCENT,
+        full.join(", ")
+    )
 }
 
 /// How evenly the ring spreads its load: per node, relative to the mean, the range of ids it is

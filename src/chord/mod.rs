@@ -239,13 +239,8 @@ impl Node {
             PeerMsg::Predecessors { preds } if request == 0 => {
                 self.maintenance.predecessors_answered(ctx, from, preds)
             }
-            PeerMsg::Spare { holder, pred, succ } => {
-                self.maintenance.on_spare(ctx, from, holder, (pred, succ))
-            }
-            PeerMsg::Invite { slot, fill } => {
-                let own_fill = self.values.fill_percent(ctx);
-                self.maintenance
-                    .on_invite(ctx, from, (slot, fill), own_fill)
+            msg @ (PeerMsg::Spare { .. } | PeerMsg::Invite { .. }) => {
+                self.on_rebalancing(from, msg)
             }
             PeerMsg::Leave(departure) => self.maintenance.on_leave(ctx, from, *departure),
             msg @ (PeerMsg::StorageGet { .. } | PeerMsg::StoragePut { .. }) => {
@@ -255,6 +250,22 @@ impl Node {
                 self.repair.on_sync(ctx, &self.values, from, request, msg)
             }
             answer => self.on_answer(from, request, answer),
+        }
+    }
+
+    /// SPARE and INVITE (rebalancing): an invitation is weighed against our store's fill.
+    fn on_rebalancing(&mut self, from: SocketAddr, msg: PeerMsg) {
+        let ctx = &mut self.ctx;
+        match msg {
+            PeerMsg::Spare { holder, pred, succ } => {
+                self.maintenance.on_spare(ctx, from, holder, (pred, succ))
+            }
+            PeerMsg::Invite { slot, fill } => {
+                let own_fill = self.values.fill_percent(ctx);
+                self.maintenance
+                    .on_invite(ctx, from, (slot, fill), own_fill)
+            }
+            _ => {}
         }
     }
 

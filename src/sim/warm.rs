@@ -4,25 +4,50 @@
 //! failures) runs on the same `Node` code from the first simulated millisecond.
 
 use super::Sim;
+use crate::balance::{Candidate, choose_slot};
 use crate::chord::WarmTables;
 use crate::chord::ring::FINGERS;
 use crate::id::Id;
 use crate::msg::Peer;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 impl Sim {
     /// Adds `n` nodes to an empty simulation, each with the predecessor, successor list,
     /// predecessor chain and fingers that a converged ring gives it; returns their addresses.
+    /// Every node stands on slot 0 of its address: random positions, as the papers place nodes.
     pub fn warm_start(&mut self, n: usize) -> Vec<SocketAddr> {
+        self.warm_start_placed(n, |addrs| vec![0; addrs.len()])
+    }
+
+    /// As [`Sim::warm_start`], each node standing where it would had the nodes joined one by one,
+    /// each at the best of its slot ids ([`chosen_slots`]).
+    pub fn warm_start_chosen(&mut self, n: usize) -> Vec<SocketAddr> {
+        let slots = self.node_cfg.id_slots_per_ip;
+        self.warm_start_placed(n, |addrs| chosen_slots(addrs, slots))
+    }
+
+    /// A warm start with the slots `place` gives the nodes' addresses (in the order added).
+    fn warm_start_placed(
+        &mut self,
+        n: usize,
+        place: impl FnOnce(&[SocketAddr]) -> Vec<u8>,
+    ) -> Vec<SocketAddr> {
         assert!(self.nodes.is_empty(), "a warm start builds the whole ring");
         // The global checks are O(N) per event; the caller turns them back on if it wants them.
         self.check_every_event = false;
         let addrs: Vec<SocketAddr> = (0..n).map(|_| self.add_node(None)).collect();
-        let ring: Vec<Peer> = self
-            .live_sorted()
-            .into_iter()
-            .map(|(id, addr)| Peer { id, addr })
+        let slots = place(&addrs);
+        let slot_of: std::collections::HashMap<SocketAddr, u8> =
+            addrs.iter().copied().zip(slots).collect();
+        let mut ring: Vec<Peer> = addrs
+            .iter()
+            .map(|&addr| Peer {
+                id: Id::of_addr_slot(addr, slot_of[&addr]),
+                addr,
+            })
             .collect();
+        ring.sort_by_key(|p| p.id);
         let cfg = &self.node_cfg;
         let others = n.saturating_sub(1);
         let succs_len = cfg.successors.min(others);
@@ -33,6 +58,7 @@ impl Sim {
             let ahead = |k: usize| ring[(i + k) % n];
             let behind = |k: usize| ring[(i + n - k % n) % n];
             let tables = WarmTables {
+                slot: slot_of[&me.addr],
                 pred: behind(1),
                 succs: (1..=succs_len).map(ahead).collect(),
                 far_preds: (2..=chain_len).map(behind).collect(),
@@ -46,6 +72,37 @@ impl Sim {
         }
         addrs
     }
+}
+
+/// The slot each host of `addrs` takes when they join one by one, each at the slot
+/// [`choose_slot`] picks among its `slots` ids as the ring stands (the first on slot 0): a model of
+/// the joins' lookups without the simulated messages.
+pub fn chosen_slots(addrs: &[SocketAddr], slots: u8) -> Vec<u8> {
+    let mut ring: BTreeSet<Id> = BTreeSet::new();
+    let mut chosen = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let candidates: Vec<Candidate> = (0..slots)
+            .map(|slot| {
+                let id = Id::of_addr_slot(*addr, slot);
+                let succ = ring.range(id..).next().or(ring.first()).copied();
+                let pred = succ.and_then(|s| ring.range(..s).next_back().or(ring.last()).copied());
+                Candidate {
+                    slot,
+                    id,
+                    pred: pred.unwrap_or(id),
+                    succ: succ.unwrap_or(id),
+                }
+            })
+            .collect();
+        let slot = if ring.is_empty() {
+            0
+        } else {
+            choose_slot(&candidates).expect("a free slot")
+        };
+        ring.insert(candidates[slot as usize].id);
+        chosen.push(slot);
+    }
+    chosen
 }
 
 /// The first node at or after `key` on the sorted ring (wrapping round).

@@ -18,7 +18,7 @@ mod placement;
 use super::context::{Ctx, Part, Requests, RingEvent};
 use super::lost::LostPeers;
 use super::rebalance::Spares;
-use super::ring::FINGERS;
+use super::ring::{FINGERS, Ring};
 use super::routing;
 use super::timers::Periodic;
 use crate::balance::Candidate;
@@ -99,6 +99,8 @@ enum Rpc {
 
 /// What a warm start installs ([`Maintenance::warm_start`]).
 pub struct WarmTables {
+    /// Our slot (the simulator may place nodes as joins by choice would).
+    pub slot: u8,
     pub pred: Peer,
     pub succs: Vec<Peer>,
     /// Our predecessor's predecessors, nearest first.
@@ -414,6 +416,12 @@ impl Maintenance {
     /// A simulator's warm start: the tables a converged ring gives us, every entry taken as
     /// heard from (the papers' simulators start their experiments the same way).
     pub fn warm_start(&mut self, ctx: &mut Ctx, tables: WarmTables) {
+        let addr = ctx.ring.me.addr;
+        let id = Id::of_addr_slot(addr, tables.slot);
+        if id != ctx.ring.me.id {
+            ctx.ring = Ring::new(Peer { id, addr }, ctx.cfg.successors);
+        }
+        self.slot_choice = None;
         ctx.joined = true;
         ctx.ring.pred = Some(tables.pred);
         self.pred_heard = ctx.now;

@@ -6,11 +6,11 @@
 //! of sequential joins: the ranges a joiner's lookups would report, without the simulated messages).
 
 use super::{Periods, Table};
-use crate::balance::{Balance, Candidate, choose_slot};
+use crate::balance::Balance;
 use crate::id::Id;
+use crate::sim::warm::chosen_slots;
 use crate::sim::{NetConfig, Sim, oracle};
 use crate::time::Prng;
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 /// One placement's keys per node.
@@ -46,32 +46,15 @@ pub fn load(n: usize, keys: usize, seed: u64) -> [LoadRow; 2] {
     ]
 }
 
-/// The ring after each host of `addrs` joined in turn at the slot [`choose_slot`] picks among its
-/// `slots` ids (the first on slot 0); ids sorted.
+/// The ring after each host of `addrs` joined in turn at its chosen slot ([`chosen_slots`]); ids
+/// sorted.
 fn sequential_joins(addrs: &[SocketAddr], slots: u8) -> Vec<Id> {
-    let mut ring: BTreeSet<Id> = BTreeSet::new();
-    for addr in addrs {
-        let candidates: Vec<Candidate> = (0..slots)
-            .map(|slot| {
-                let id = Id::of_addr_slot(*addr, slot);
-                let succ = ring.range(id..).next().or(ring.first()).copied();
-                let pred = succ.and_then(|s| ring.range(..s).next_back().or(ring.last()).copied());
-                Candidate {
-                    slot,
-                    id,
-                    pred: pred.unwrap_or(id),
-                    succ: succ.unwrap_or(id),
-                }
-            })
-            .collect();
-        let slot = if ring.is_empty() {
-            0
-        } else {
-            choose_slot(&candidates).expect("a free slot")
-        };
-        ring.insert(candidates[slot as usize].id);
-    }
-    ring.into_iter().collect()
+    let chosen = chosen_slots(addrs, slots);
+    let mut ids: Vec<Id> = (addrs.iter().zip(chosen))
+        .map(|(addr, slot)| Id::of_addr_slot(*addr, slot))
+        .collect();
+    ids.sort();
+    ids
 }
 
 /// Keys per node of the ring `ids` (sorted).

@@ -1,7 +1,7 @@
 //! Balance by bytes (issue 11) on real nodes: a ring whose values crowd into one node's range
 //! (a hot spot, not a wide range) fills that node towards its quota; with rebalancing on, the
-//! nearly full node invites a node with room into the middle of its bytes, and every value stays
-//! readable.
+//! nearly full node invites a node with room into the middle of its bytes, nearly full nodes drop
+//! the copies the newcomers left them past the holders of, and every value stays readable.
 
 mod common;
 
@@ -26,6 +26,20 @@ fn walk(start: std::net::SocketAddr) -> Vec<NodeInfo> {
 
 fn fill(n: &NodeInfo) -> u64 {
     n.bytes_stored * 100 / n.bytes_max.max(1)
+}
+
+/// How many of `keys` node `n` is one of the 3 holders of (the key's successor and the next two)
+/// on the ring `ring` walked.
+fn holding(ring: &[NodeInfo], keys: &[Key], n: &NodeInfo) -> u32 {
+    let mut ids: Vec<Id> = ring.iter().map(|i| i.node.id).collect();
+    ids.sort();
+    let at = ids.binary_search(&n.node.id).expect("on the ring");
+    let n_ids = ids.len();
+    let holds = |k: &&Key| {
+        let owner = ids.partition_point(|id| id < *k);
+        (0..3).any(|j| (owner + j) % n_ids == at)
+    };
+    keys.iter().filter(holds).count() as u32
 }
 
 /// Random keys in `(pred, owner)`.
@@ -102,9 +116,33 @@ fn a_nearly_full_node_has_its_bytes_split_and_nothing_is_lost() {
         primary = info(hot_addr).map_or(primary, |i| i.values_primary);
         primary as usize <= HOT_VALUES / 2
     });
-    let fills: Vec<u64> = walk(nodes[0].p2p).iter().map(fill).collect();
+    // The copies the newcomers left past the holders are dropped by the nodes they fill up: no
+    // node stays near full holding more than its share, and none holds less.
+    let mut held = Vec::new();
+    wait_until(
+        CONVERGE,
+        "no near-full node past the holders of a copy",
+        || {
+            let ring = walk(nodes[0].p2p);
+            held = ring
+                .iter()
+                .map(|n| {
+                    (
+                        n.values_primary + n.values_replica,
+                        holding(&ring, &keys, n),
+                        fill(n),
+                    )
+                })
+                .collect();
+            ring.len() == NODES
+                && held.iter().all(|&(has, should, fill)| {
+                    has >= should && (has == should || fill < u64::from(FULL_PERCENT))
+                })
+        },
+    );
     eprintln!(
-        "hot node {before}% full, responsible for {HOT_VALUES} values; then for {primary}; fills {fills:?}"
+        "hot node {before}% full, responsible for {HOT_VALUES} values; then for {primary}; \
+         values held / to hold / fill per node {held:?}"
     );
     // Every value is still there, through every node.
     for node in &nodes {

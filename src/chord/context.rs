@@ -76,6 +76,8 @@ pub struct Stats {
     pub repair_values_pushed: u64,
     /// Values fetched by a responsible node that lacked them.
     pub repair_values_pulled: u64,
+    /// Copies a nearly full node dropped once it was past their holders.
+    pub copies_dropped: u64,
     pub repair_bytes_pushed: u64,
     /// Maintenance messages not sent because the round's budget was spent.
     pub maintenance_suppressed: u64,

@@ -322,7 +322,10 @@ impl Node {
                 // A leaver only hands its values on: a stabilize round would notify its successor
                 // and have the LEAVE'd identity adopted again.
                 _ if self.ctx.leaving => {}
-                Periodic::Repair => self.repair.on_timer(&mut self.ctx, &self.values),
+                Periodic::Repair => {
+                    self.repair.on_timer(&mut self.ctx, &self.values);
+                    self.values.doom_extra_copies(&self.ctx);
+                }
                 Periodic::Rebalance => {
                     let load = self.values.load(&self.ctx);
                     self.maintenance.on_rebalance_timer(&mut self.ctx, load)
@@ -340,7 +343,7 @@ impl Node {
             }
         }
         routing::on_timeout(&mut self.ctx);
-        self.values.sweep(now);
+        self.values.sweep(&mut self.ctx);
     }
 
     /// Delivers what the parts published to the parts it concerns.

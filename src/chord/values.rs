@@ -9,12 +9,12 @@ use super::context::{Ctx, Part, Requests};
 use super::rebalance::StoreLoad;
 use crate::balance;
 use crate::id::{Id, Key, shared_by_the_host};
-use crate::msg::{COPY_FLAG, FailureReason, NodeInfo, Peer, PeerMsg};
+use crate::msg::{COPY_FLAG, FailureReason, NodeInfo, Peer, PeerMsg, SYNC_KEYS_MAX};
 use crate::storage::{Storage, StoreError, Stored, Writer};
 use crate::time::Time;
 use crate::wire::api::VALUE_BYTES_MAX;
 use bytes::Bytes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::net::SocketAddr;
 
@@ -51,7 +51,19 @@ pub(super) struct Values {
     buckets: StoreBuckets,
     /// The writer id of each peer IP whose writes we store (bounded by `WRITERS_MAX`).
     writer_ids: BTreeMap<IpAddr, u16>,
+    /// Copies we no longer have to hold, dropped once due (see [`Values::doom`]).
+    doomed: VecDeque<Doomed>,
 }
+
+/// A copy to drop at `at` if it is still the same version and still not ours to hold.
+struct Doomed {
+    at: Time,
+    key: Key,
+    version: u64,
+}
+
+/// Copies waiting to be dropped at once; more wait for the next DEEP SYNC.
+const DOOMED_MAX: usize = SYNC_KEYS_MAX;
 
 /// A nearly full node invites a newcomer into its range only when at least 1/this of its bytes are
 /// its own range's: copies of its predecessors' ranges do not leave when its own range is split.
@@ -70,6 +82,7 @@ impl Values {
             copies: Requests::new(Part::Values, ctx.cfg.pending_requests_max),
             buckets: StoreBuckets::default(),
             writer_ids: BTreeMap::new(),
+            doomed: VecDeque::new(),
         }
     }
 
@@ -86,13 +99,56 @@ impl Values {
         self.copies.len() == 0
     }
 
-    /// Reclaims a slice of the expired values; when the next slice is due.
-    pub fn sweep(&mut self, now: Time) {
-        self.storage.sweep(now);
+    /// Reclaims a slice of the expired values, and the doomed copies that are due.
+    pub fn sweep(&mut self, ctx: &mut Ctx) {
+        self.storage.sweep(ctx.now);
+        if self.doomed.front().is_none_or(|d| d.at > ctx.now) {
+            return;
+        }
+        let chain = ctx.ring.pred_chain(usize::from(ctx.cfg.replication_max));
+        let me = ctx.ring.me.id;
+        while let Some(d) = self.doomed.front().filter(|d| d.at <= ctx.now) {
+            let (key, version) = (d.key, d.version);
+            self.doomed.pop_front();
+            let extra = self.storage.get(&key, ctx.now).is_some_and(|s| {
+                s.version == version && past_the_holders(&chain.nodes, me, &key, &s)
+            });
+            if extra && self.storage.remove(&key) {
+                ctx.stats.copies_dropped += 1;
+            }
+        }
     }
 
+    /// When `sweep` next has work to do.
     pub fn next_sweep(&self) -> Option<Time> {
-        self.storage.next_sweep()
+        let doomed = self.doomed.front().map(|d| d.at);
+        match (self.storage.next_sweep(), doomed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Once per repair round, when our store is nearly full: the copies our predecessor chain
+    /// shows we are past the holders of (left behind when nodes joined before us) are dropped a
+    /// repair period later, unless they changed or became ours to hold by then (the chain is
+    /// fresher, a dead node in it gone). Repair adds copies where they are missing; nothing else
+    /// takes them away before their TTL.
+    pub fn doom_extra_copies(&mut self, ctx: &Ctx) {
+        if !self.doomed.is_empty() || self.fill_percent(ctx) < balance::FULL_PERCENT {
+            return;
+        }
+        let chain = ctx.ring.pred_chain(usize::from(ctx.cfg.replication_max));
+        let me = ctx.ring.me.id;
+        let at = ctx.now + ctx.cfg.repair_interval_ms;
+        let extra = (self.storage.range(me, me, ctx.now))
+            .filter(|(k, s)| past_the_holders(&chain.nodes, me, k, s))
+            .map(|(key, s)| Doomed {
+                at,
+                key,
+                version: s.version,
+            })
+            .take(DOOMED_MAX);
+        self.doomed.extend(extra);
     }
 
     /// The live value under `key`, copied out for a reply.
@@ -495,6 +551,17 @@ fn refused(ctx: &Ctx, key: Key, value: &Bytes, e: StoreError) {
     );
 }
 
+/// Are we past the holders of a stored copy, as our predecessor `chain` (nearest first) shows?
+/// Holders are the key's responsible node and the next `replication − 1`; the chain is contiguous
+/// back from us, so the nodes it lists from the key on are at most those before us.
+fn past_the_holders(chain: &[Peer], me: Id, key: &Key, s: &Stored) -> bool {
+    let to_me = key.distance_to(&me);
+    let before_us = (chain.iter())
+        .take_while(|p| key.distance_to(&p.id) < to_me)
+        .count();
+    before_us >= usize::from(s.replication)
+}
+
 /// Our predecessor shows the key belongs to another node (without one we cannot tell, and accept).
 fn not_responsible(ctx: &Ctx, key: &Key) -> bool {
     ctx.ring.pred.is_some() && !ctx.ring.owns(key)
@@ -502,4 +569,50 @@ fn not_responsible(ctx: &Ctx, key: &Key) -> bool {
 
 pub(super) fn ttl_ms(expires: Time, now: Time) -> u32 {
     expires.ms_since(now).min(u32::MAX as u64) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ring point whose top byte is `b`.
+    fn id(b: u8) -> Id {
+        let mut x = [0; 32];
+        x[0] = b;
+        Id(x)
+    }
+
+    fn peer(b: u8) -> Peer {
+        Peer {
+            id: id(b),
+            addr: SocketAddr::from(([10, 0, 0, b], 1)),
+        }
+    }
+
+    fn copy(replication: u8) -> Stored<'static> {
+        Stored {
+            value: b"v",
+            expires: Time(1),
+            replication,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn a_copy_is_extra_only_when_the_chain_shows_enough_holders_before_us() {
+        // We are 100; our chain goes back 90, 80, 70, 60. A key at 75 is owned by 80.
+        let chain = [peer(90), peer(80), peer(70), peer(60)];
+        let key = id(75);
+        // Holders of replication 3: 80, 90, us. Of replication 2: 80, 90.
+        assert!(!past_the_holders(&chain, id(100), &key, &copy(3)));
+        assert!(past_the_holders(&chain, id(100), &key, &copy(2)));
+        // A chain that stops short counts only what it shows: we keep the copy.
+        assert!(!past_the_holders(&chain[..1], id(100), &key, &copy(2)));
+        // A key in our own range is always ours.
+        assert!(!past_the_holders(&chain, id(100), &id(95), &copy(1)));
+        // Wrapping round zero: we are 5, the chain goes back 250, 240; a key at 245.
+        let wrapped = [peer(250), peer(240), peer(230)];
+        assert!(past_the_holders(&wrapped, id(5), &id(245), &copy(1)));
+        assert!(!past_the_holders(&wrapped, id(5), &id(245), &copy(2)));
+    }
 }

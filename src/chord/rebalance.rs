@@ -26,6 +26,7 @@ pub const MOVE_EVERY: u64 = 3;
 /// The policy: invite when our range is above the mean we estimate; a move must lower the sum of
 /// squared ranges more than the holder's leaving raises it.
 pub const POLICY: Rebalance = Rebalance::DEFAULT;
+
 /// How full our store is, as the rebalancing timer sees it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreLoad {

@@ -51,7 +51,7 @@ pub(super) struct Values {
     buckets: StoreBuckets,
     /// The writer id of each peer IP whose writes we store (bounded by `WRITERS_MAX`).
     writer_ids: BTreeMap<IpAddr, u16>,
-    /// Copies we no longer have to hold, dropped once due (see [`Values::doom`]).
+    /// Copies we no longer have to hold, dropped once due (see [`Values::doom_extra_copies`]).
     doomed: VecDeque<Doomed>,
 }
 
@@ -62,13 +62,14 @@ struct Doomed {
     version: u64,
 }
 
-/// Copies waiting to be dropped at once; more wait for the next DEEP SYNC.
+/// Copies waiting to be dropped at once; more wait for a later repair round.
 const DOOMED_MAX: usize = SYNC_KEYS_MAX;
 
 /// A nearly full node invites a newcomer into its range only when at least 1/this of its bytes are
 /// its own range's: copies of its predecessors' ranges do not leave when its own range is split.
-/// (A hot range held with r copies needs r newcomers in it before its owner sheds bytes, each at
-/// the middle of what the owner still holds: its share falls to 1/2^(r−1) before the last; r = 4.)
+/// (The owner of a hot range held with r copies sheds bytes only once r newcomers stand in it, each
+/// invited to the middle of what it still holds: before the last its own share is 1/2^(r−1); 8
+/// lets that happen for r up to 4.)
 const PRIMARY_SHARE_MIN: usize = 8;
 
 /// Peer IPs with a writer id (and a share) of their own.

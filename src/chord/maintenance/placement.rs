@@ -145,7 +145,8 @@ impl Maintenance {
     /// whose range it falls in (one a period: registering all of them every period made rebalancing
     /// cost six times the ring's maintenance traffic; that node as last looked up, see
     /// [`SPARE_DIRECT_PER_LOOKUP`]), and, with a range above the mean we estimate, invite the
-    /// registered node whose move evens the ring most.
+    /// registered node whose move evens the ring most; or else, with a nearly full store, the one
+    /// whose slot id lies nearest the middle of our bytes.
     pub fn on_rebalance_timer(&mut self, ctx: &mut Ctx, load: StoreLoad) {
         self.rebalance(ctx, load);
         ctx.schedule(Periodic::Rebalance, ctx.cfg.rebalance_interval_ms);

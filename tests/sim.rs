@@ -471,9 +471,15 @@ fn rebalancing_evens_a_ring_formed_at_once_and_loses_nothing() {
         };
         sim.client_request(addrs[i as usize % addrs.len()], i, put);
     }
+    let handed_on = |sim: &Sim| -> u64 {
+        let stats = sim.nodes.values().map(|n| n.node.stats());
+        stats.map(|s| s.values_handed_on).sum()
+    };
+    let handed_before = handed_on(&sim);
     sim.run_for(minutes * 60_000);
     let healed = converge(&mut sim, 600_000);
     let after = ring_balance(&sim);
+    let moved = handed_on(&sim) - handed_before;
     let moves: u64 = sim
         .nodes
         .values()
@@ -498,8 +504,14 @@ fn rebalancing_evens_a_ring_formed_at_once_and_loses_nothing() {
     eprintln!(
         "{nodes} nodes joined within 1 s: range/mean p99 {:.2} max {:.2} p1 {:.3}; after {minutes} \
          min of rebalancing ({moves} moves, ring ideal {healed} ms later): p99 {:.2} max {:.2} p1 \
-         {:.3}; {right} of {VALUES} values read right",
-        before.p99, before.max, before.p1, after.p99, after.max, after.p1
+         {:.3}; values moved (handed on) {moved}, lost {}: {right} of {VALUES} read right",
+        before.p99,
+        before.max,
+        before.p1,
+        after.p99,
+        after.max,
+        after.p1,
+        VALUES - right as u64
     );
     assert_eq!(
         right as u64, VALUES,

@@ -76,6 +76,8 @@ pub struct Stats {
     pub repair_values_pushed: u64,
     /// Values fetched by a responsible node that lacked them.
     pub repair_values_pulled: u64,
+    /// Values handed to a new predecessor, or to the successor when leaving or moving.
+    pub values_handed_on: u64,
     /// Copies a nearly full node dropped once it was past their holders.
     pub copies_dropped: u64,
     pub repair_bytes_pushed: u64,

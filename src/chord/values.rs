@@ -410,6 +410,7 @@ impl Values {
         for copy in &copies {
             self.push(ctx, target, copy);
         }
+        ctx.stats.values_handed_on += copies.len() as u64;
         copies.len()
     }
 

@@ -351,7 +351,8 @@ pub fn takes_invitation(inviter_fill: u8, own_fill: u8) -> bool {
 /// Which spare slot in our range `(pred, me]` to invite its holder to when our store is nearly full
 /// (a hot range, not a wide one): the one nearest `middle`, the key below which half the bytes we
 /// hold as the responsible node lie, so the newcomer takes about half of them. The holder's own
-/// range does not count here: the invited node checks its own store instead.
+/// range does not count here: the invited node checks its own store instead. Never our
+/// predecessor: its leaving would hand its range, and its bytes, to us.
 pub fn invite_to_split(pred: &Id, me: &Id, middle: &Id, spares: &[Spare]) -> Option<usize> {
     if pred == me {
         return None;
@@ -361,7 +362,11 @@ pub fn invite_to_split(pred: &Id, me: &Id, middle: &Id, spares: &[Spare]) -> Opt
         .iter()
         .enumerate()
         .filter(|(_, sp)| {
-            crate::id::in_open(&sp.id, pred, me) && sp.holder != sp.id && sp.holder != *me
+            let holder = sp.holder;
+            crate::id::in_open(&sp.id, pred, me)
+                && holder != sp.id
+                && holder != *me
+                && holder != *pred
         })
         .map(|(i, sp)| ((arc_fraction(pred, &sp.id) - half).abs(), i))
         .min_by(|a, b| a.0.total_cmp(&b.0))
@@ -573,6 +578,9 @@ mod tests {
         // The middle near my range's start: the spare at 1/4 is nearer.
         assert_eq!(invite_to_split(&c, &me, &at(3, 16), &spares), Some(0));
         assert_eq!(invite_to_split(&c, &me, &at(5, 8), &spares[2..]), None);
+        // Not our predecessor C, whose range would come to us.
+        let from_pred = [spare(at(5, 8), c)];
+        assert_eq!(invite_to_split(&c, &me, &at(5, 8), &from_pred), None);
         // Alone on the ring: nobody to invite.
         assert_eq!(invite_to_split(&me, &me, &at(5, 8), &spares), None);
     }

@@ -76,11 +76,11 @@ pub struct Stats {
     pub repair_values_pushed: u64,
     /// Values fetched by a responsible node that lacked them.
     pub repair_values_pulled: u64,
+    pub repair_bytes_pushed: u64,
     /// Values handed to a new predecessor, or to the successor when leaving or moving.
     pub values_handed_on: u64,
     /// Copies a nearly full node dropped once it was past their holders.
     pub copies_dropped: u64,
-    pub repair_bytes_pushed: u64,
     /// Maintenance messages not sent because the round's budget was spent.
     pub maintenance_suppressed: u64,
     /// Times a lost neighbour answered from another ring (a healed partition) and we began merging.

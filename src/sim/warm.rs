@@ -15,37 +15,36 @@ use std::net::SocketAddr;
 impl Sim {
     /// Adds `n` nodes to an empty simulation, each with the predecessor, successor list,
     /// predecessor chain and fingers that a converged ring gives it; returns their addresses.
-    /// Every node stands on slot 0 of its address: random positions, as the papers place nodes.
+    /// Every node keeps the id it was created with (slot 0 of its address unless configured):
+    /// random positions, as the papers place nodes.
     pub fn warm_start(&mut self, n: usize) -> Vec<SocketAddr> {
-        self.warm_start_placed(n, |addrs| vec![0; addrs.len()])
+        self.warm_start_placed(n, |sim, _| sim.live_sorted())
     }
 
     /// As [`Sim::warm_start`], each node standing where it would had the nodes joined one by one,
     /// each at the best of its slot ids ([`chosen_slots`]).
     pub fn warm_start_chosen(&mut self, n: usize) -> Vec<SocketAddr> {
         let slots = self.node_cfg.id_slots_per_ip;
-        self.warm_start_placed(n, |addrs| chosen_slots(addrs, slots))
+        self.warm_start_placed(n, |_, addrs| {
+            let chosen = chosen_slots(addrs, slots);
+            (addrs.iter().zip(chosen))
+                .map(|(&addr, slot)| (Id::of_addr_slot(addr, slot), addr))
+                .collect()
+        })
     }
 
-    /// A warm start with the slots `place` gives the nodes' addresses (in the order added).
+    /// A warm start with the ids `place` gives the nodes (their addresses in the order added).
     fn warm_start_placed(
         &mut self,
         n: usize,
-        place: impl FnOnce(&[SocketAddr]) -> Vec<u8>,
+        place: impl FnOnce(&Sim, &[SocketAddr]) -> Vec<(Id, SocketAddr)>,
     ) -> Vec<SocketAddr> {
         assert!(self.nodes.is_empty(), "a warm start builds the whole ring");
         // The global checks are O(N) per event; the caller turns them back on if it wants them.
         self.check_every_event = false;
         let addrs: Vec<SocketAddr> = (0..n).map(|_| self.add_node(None)).collect();
-        let slots = place(&addrs);
-        let slot_of: std::collections::HashMap<SocketAddr, u8> =
-            addrs.iter().copied().zip(slots).collect();
-        let mut ring: Vec<Peer> = addrs
-            .iter()
-            .map(|&addr| Peer {
-                id: Id::of_addr_slot(addr, slot_of[&addr]),
-                addr,
-            })
+        let mut ring: Vec<Peer> = (place(self, &addrs).into_iter())
+            .map(|(id, addr)| Peer { id, addr })
             .collect();
         ring.sort_by_key(|p| p.id);
         let cfg = &self.node_cfg;
@@ -58,7 +57,7 @@ impl Sim {
             let ahead = |k: usize| ring[(i + k) % n];
             let behind = |k: usize| ring[(i + n - k % n) % n];
             let tables = WarmTables {
-                slot: slot_of[&me.addr],
+                id: me.id,
                 pred: behind(1),
                 succs: (1..=succs_len).map(ahead).collect(),
                 far_preds: (2..=chain_len).map(behind).collect(),

@@ -99,8 +99,8 @@ enum Rpc {
 
 /// What a warm start installs ([`Maintenance::warm_start`]).
 pub struct WarmTables {
-    /// Our slot (the simulator may place nodes as joins by choice would).
-    pub slot: u8,
+    /// Our id (the simulator may place nodes on the slot a join by choice would take).
+    pub id: Id,
     pub pred: Peer,
     pub succs: Vec<Peer>,
     /// Our predecessor's predecessors, nearest first.
@@ -416,10 +416,12 @@ impl Maintenance {
     /// A simulator's warm start: the tables a converged ring gives us, every entry taken as
     /// heard from (the papers' simulators start their experiments the same way).
     pub fn warm_start(&mut self, ctx: &mut Ctx, tables: WarmTables) {
-        let addr = ctx.ring.me.addr;
-        let id = Id::of_addr_slot(addr, tables.slot);
-        if id != ctx.ring.me.id {
-            ctx.ring = Ring::new(Peer { id, addr }, ctx.cfg.successors);
+        if tables.id != ctx.ring.me.id {
+            let me = Peer {
+                id: tables.id,
+                addr: ctx.ring.me.addr,
+            };
+            ctx.ring = Ring::new(me, ctx.cfg.successors);
         }
         self.slot_choice = None;
         ctx.joined = true;
